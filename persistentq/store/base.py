@@ -1,0 +1,332 @@
+"""The store contract that every queue backend implements.
+
+The words below mean one thing each, everywhere in persistentq:
+
+- put: add a job in state ``queued`` (``put_many`` adds several in one commit).
+- claim: in one statement, move queued jobs to ``running``, count the attempt,
+  stamp a fresh random lease token and a lease expiry on each.
+- lease: the time until which a claim holds a job; ``renew`` pushes it forward.
+- ack: record success (``running`` to ``done``).
+- retry: record a failed attempt; the job is queued again after a delay.
+- fail: record the final failure (``running`` to ``failed``).
+- release: hand a running job back to the queue without using up its attempt.
+- recover: requeue, or fail on its last attempt, every job whose lease expired.
+- cancel: ``queued`` to ``cancelled``.
+- requeue: ``failed`` or ``cancelled`` back to ``queued``, attempts from 0.
+- purge: delete finished rows.
+
+Ack, retry, fail, release and renew name the job and its lease token. A call
+whose token is no longer the job's is rejected (it returns False and changes
+nothing), so a slow worker cannot overwrite the outcome of the one that took
+over. Every method is synchronous and safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_QUEUE = "default"
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_RESULT_CHARS = 4096
+MAX_ERROR_CHARS = 8192
+
+
+class JobState(str, enum.Enum):
+    """The states of a job; the value is what the database stores."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FINISHED_STATES = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+class OutcomeKind(str, enum.Enum):
+    """What an attempt ended with."""
+
+    ACK = "ack"
+    RETRY = "retry"
+    FAIL = "fail"
+    RELEASE = "release"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the queue, as read; times are seconds since the epoch."""
+
+    id: int
+    queue: str
+    payload: str
+    state: JobState
+    priority: int
+    attempts: int
+    created_at: float
+    available_at: float
+    started_at: float | None
+    finished_at: float | None
+    lease_expires_at: float | None
+    worker_id: str | None
+    last_error: str | None
+    result: str | None
+    unique_key: str | None
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job handed to a consumer by a claim, with the lease token its outcome must quote."""
+
+    id: int
+    queue: str
+    payload: str
+    priority: int
+    attempts: int
+    lease_token: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of one attempt, to be written by `PersistentQStore.settle`."""
+
+    kind: OutcomeKind
+    job_id: int
+    lease_token: str
+    worker_id: str | None = None
+    result: str | None = None
+    error: str | None = None
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """Counts of jobs whose lease expired, by what recovery did with them."""
+
+    requeued: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A worker as the registry stores it; `heartbeat_at` is seconds since the epoch."""
+
+    id: str
+    kind: str
+    host: str
+    pid: int
+    state: str
+    started_at: float
+    heartbeat_at: float
+    runs: int = 0
+    successes: int = 0
+    errors: int = 0
+
+    def is_lost(self, now: float, heartbeat_s: float) -> bool:
+        """Tell whether the worker missed three heartbeats in a row."""
+        return self.state != "stopped" and now - self.heartbeat_at > 3 * heartbeat_s
+
+
+class PersistentQStore(ABC):
+    """The queue: one contract, one shared test suite, several databases."""
+
+    @abstractmethod
+    def put(
+        self,
+        payload: str,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        delay_s: float = 0.0,
+        unique_key: str | None = None,
+    ) -> int:
+        """Add one job and return its id, in its own commit.
+
+        With `unique_key`, while a job of that queue with that key is queued or
+        running, the existing job's id is returned and nothing is added.
+        Raises PayloadTooLargeError above MAX_PAYLOAD_BYTES (UTF-8) and
+        TypeError for a payload that is not a str.
+        """
+
+    @abstractmethod
+    def put_many(
+        self,
+        payloads: Iterable[str],
+        *,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        delay_s: float = 0.0,
+    ) -> list[int]:
+        """Add several jobs in one commit and return their ids in order; all or none."""
+
+    @abstractmethod
+    def claim(
+        self,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        limit: int = 1,
+        lease_s: float,
+        worker_id: str,
+        max_attempts: int,
+    ) -> list[ClaimedJob]:
+        """Claim up to `limit` available jobs in one atomic statement.
+
+        Highest priority first, then the earliest available, then the oldest.
+        Jobs whose lease expired are recovered first (see `recover_expired`).
+        Returns an empty list when nothing is available.
+        """
+
+    @abstractmethod
+    def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Write several outcomes in one commit; True where the lease token still matched."""
+
+    @abstractmethod
+    def renew(self, leases: Sequence[tuple[int, str]], *, lease_s: float) -> list[bool]:
+        """Extend the leases of running jobs by `lease_s` from now, in one commit.
+
+        Returns False for a (job id, token) pair that no longer holds its job.
+        """
+
+    @abstractmethod
+    def recover_expired(self, *, queue: str = DEFAULT_QUEUE, max_attempts: int) -> Recovered:
+        """Requeue running jobs whose lease expired, or fail those on their last attempt."""
+
+    @abstractmethod
+    def cancel(self, job_ids: Iterable[int]) -> int:
+        """Cancel the given queued jobs and return how many were cancelled.
+
+        Jobs in any other state are left as they are. Raises JobNotFoundError
+        when an id does not exist.
+        """
+
+    @abstractmethod
+    def requeue(self, job_ids: Iterable[int]) -> int:
+        """Queue the given failed or cancelled jobs again with attempts at 0.
+
+        Returns how many were requeued. Raises JobNotFoundError for an unknown
+        id and InvalidStateError for a job that is queued, running or done;
+        then nothing is changed.
+        """
+
+    @abstractmethod
+    def purge(
+        self,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        states: Iterable[JobState] = FINISHED_STATES,
+        older_than_s: float = 0.0,
+    ) -> int:
+        """Delete finished jobs in `states` that finished more than `older_than_s` ago.
+
+        Raises InvalidStateError when asked to purge queued or running jobs.
+        """
+
+    @abstractmethod
+    def get(self, job_id: int) -> Job:
+        """Return one job; raises JobNotFoundError when there is none."""
+
+    @abstractmethod
+    def counts(self, *, queue: str = DEFAULT_QUEUE) -> dict[JobState, int]:
+        """Return the number of jobs in each state, every state present."""
+
+    @abstractmethod
+    def jobs(
+        self,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        state: JobState | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        search: str | None = None,
+    ) -> list[Job]:
+        """Return a page of jobs, newest first, optionally of one state or matching `search`."""
+
+    @abstractmethod
+    def dataframe(
+        self,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        state: JobState | None = None,
+        limit: int = 10_000,
+    ) -> pd.DataFrame:
+        """Return the newest `limit` jobs as a DataFrame, one row per job."""
+
+    @abstractmethod
+    def failed_undiscarded(self, *, queue: str = DEFAULT_QUEUE, limit: int = 100) -> list[Job]:
+        """Return failed jobs whose leftovers the cleaner has not discarded yet."""
+
+    @abstractmethod
+    def mark_discarded(self, job_ids: Iterable[int]) -> None:
+        """Record that the cleaner discarded the leftovers of these failed jobs."""
+
+    @abstractmethod
+    def register_worker(self, record: WorkerRecord) -> None:
+        """Insert or replace a worker in the registry."""
+
+    @abstractmethod
+    def heartbeat(self, records: Sequence[WorkerRecord]) -> None:
+        """Update state, counters and heartbeat time of several workers in one commit."""
+
+    @abstractmethod
+    def workers(self) -> list[WorkerRecord]:
+        """Return every registered worker, newest first."""
+
+    @abstractmethod
+    def forget_workers(self, *, older_than_s: float) -> int:
+        """Delete registry rows whose last heartbeat is older than `older_than_s`."""
+
+    @abstractmethod
+    def add_put_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(queue)` after every committed put or requeue made through this object.
+
+        The listener runs in the thread that made the put, so it must be quick
+        and thread-safe.
+        """
+
+    @abstractmethod
+    def remove_put_listener(self, listener: Callable[[str], None]) -> None:
+        """Stop calling a listener added with `add_put_listener`."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every connection this store opened; the store is unusable after."""
+
+    # Single-outcome shortcuts over `settle`.
+
+    def ack(self, job_id: int, lease_token: str, *, result: str | None = None) -> bool:
+        """Mark a running job done; False when the lease token is stale."""
+        return self.settle([Outcome(OutcomeKind.ACK, job_id, lease_token, result=result)])[0]
+
+    def retry(self, job_id: int, lease_token: str, *, error: str, delay_s: float = 0.0) -> bool:
+        """Queue a running job again after `delay_s`; False when the lease token is stale."""
+        outcome = Outcome(OutcomeKind.RETRY, job_id, lease_token, error=error, delay_s=delay_s)
+        return self.settle([outcome])[0]
+
+    def fail(self, job_id: int, lease_token: str, *, error: str) -> bool:
+        """Mark a running job failed; False when the lease token is stale."""
+        return self.settle([Outcome(OutcomeKind.FAIL, job_id, lease_token, error=error)])[0]
+
+    def release(self, job_id: int, lease_token: str) -> bool:
+        """Hand a running job back without using up its attempt; False when the token is stale."""
+        return self.settle([Outcome(OutcomeKind.RELEASE, job_id, lease_token)])[0]
+
+    def requeue_failed(self, *, queue: str = DEFAULT_QUEUE) -> int:
+        """Requeue every failed job of `queue` and return how many."""
+        ids = [job.id for job in self.jobs(queue=queue, state=JobState.FAILED, limit=1_000_000)]
+        return self.requeue(ids) if ids else 0
+
+    def __enter__(self) -> PersistentQStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

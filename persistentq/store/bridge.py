@@ -1,0 +1,201 @@
+"""AsyncStore: the one way the asyncio workers reach a store.
+
+    bridge = AsyncStore(PersistentQSQLite("queue.sqlite3"))
+    job = await bridge.claim(lease_s=30, max_attempts=3)
+    bridge.settle(Outcome(OutcomeKind.ACK, job.id, job.lease_token))
+    await bridge.aclose()
+
+Every store call runs on one dedicated thread, so the event loop never waits
+on a database lock held by another process. Calls made while that thread is
+busy are gathered and run together on its next turn: the outcomes of all
+consumers go into one commit, and the claims of all idle consumers into one
+claim statement. One thread hop then carries many jobs, which matters because
+a hop costs more than the SQLite work of one job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import DEFAULT_QUEUE, ClaimedJob, Outcome, OutcomeKind, PersistentQStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _ClaimKey:
+    queue: str
+    lease_s: float
+    max_attempts: int
+
+
+@dataclass
+class _Batch:
+    """Work gathered while the store thread was busy."""
+
+    outcomes: list[tuple[Outcome, asyncio.Future]] = field(default_factory=list)
+    claims: dict[_ClaimKey, list[asyncio.Future]] = field(default_factory=dict)
+    calls: list[tuple[Callable[[], Any], asyncio.Future]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.outcomes or self.claims or self.calls)
+
+
+class AsyncStore:
+    """Runs a store's calls on one thread, batching claims and outcomes."""
+
+    def __init__(self, store: PersistentQStore, *, claimer_id: str | None = None) -> None:
+        self.store = store
+        # Jobs claimed in one batch are stamped with this id until their
+        # consumer records its own id with the outcome.
+        self.claimer_id = claimer_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persistentq-store")
+        self._pending = _Batch()
+        self._flushing: asyncio.Task | None = None
+        self._put_signals: dict[str, asyncio.Future] = {}
+        self._closed = False
+        store.add_put_listener(self._on_put)
+
+    def __repr__(self) -> str:
+        busy = "busy" if self._flushing else "idle"
+        return f"<AsyncStore {self.store!r} {busy}, {len(self._pending.outcomes)} outcomes pending>"
+
+    # Calls.
+
+    async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `function(*args, **kwargs)` on the store thread and return its result."""
+        future = self._new_future()
+        self._pending.calls.append((lambda: function(*args, **kwargs), future))
+        self._schedule()
+        return await future
+
+    async def claim(
+        self, *, queue: str = DEFAULT_QUEUE, lease_s: float, max_attempts: int
+    ) -> ClaimedJob | None:
+        """Claim one job for the caller, or return None when none is available.
+
+        Claims waiting at the same time share one claim statement.
+        """
+        future = self._new_future()
+        key = _ClaimKey(queue, lease_s, max_attempts)
+        self._pending.claims.setdefault(key, []).append(future)
+        self._schedule()
+        return await future
+
+    def settle(self, outcome: Outcome) -> asyncio.Future:
+        """Queue an outcome for the next grouped commit.
+
+        The returned future resolves to False when the lease token was stale.
+        Awaiting it is optional: an outcome not committed before a crash only
+        means the job runs again.
+        """
+        future = self._new_future()
+        self._pending.outcomes.append((outcome, future))
+        self._schedule()
+        return future
+
+    def put_signal(self, queue: str = DEFAULT_QUEUE) -> asyncio.Future:
+        """Return a future that resolves at the next put to `queue` in this process.
+
+        Take it before a claim: a put that lands during the claim then still wakes the caller.
+        """
+        signal = self._put_signals.get(queue)
+        if signal is None or signal.done():
+            signal = self._put_signals[queue] = self._loop.create_future()
+        return signal
+
+    async def aclose(self) -> None:
+        """Write everything pending, then stop the store thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        while self._flushing is not None:
+            await asyncio.shield(self._flushing)
+        self.store.remove_put_listener(self._on_put)
+        self._executor.shutdown(wait=False)
+
+    # The store thread.
+
+    def _new_future(self) -> asyncio.Future:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        return self._loop.create_future()
+
+    def _schedule(self) -> None:
+        if self._flushing is None:
+            self._flushing = self._loop.create_task(self._flush(), name="persistentq-store-flush")
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, _Batch()
+                # Shielded, so that a cancelled caller cannot drop other callers' outcomes.
+                run = self._loop.run_in_executor(self._executor, _run, self.store, batch, self.claimer_id)
+                self._resolve(await asyncio.shield(run))
+        finally:
+            self._flushing = None
+
+    def _resolve(self, results: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+        for future, result, exc in results:
+            if not future.done():
+                if exc is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(exc)
+            elif isinstance(result, ClaimedJob):
+                # The claimer was cancelled while its claim ran: hand the job back.
+                release = Outcome(OutcomeKind.RELEASE, result.id, result.lease_token)
+                self._pending.outcomes.append((release, self._loop.create_future()))
+
+    def _on_put(self, queue: str) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._wake, queue)
+        except RuntimeError:
+            pass  # The loop is closed, so nobody is left to wake.
+
+    def _wake(self, queue: str) -> None:
+        signal = self._put_signals.pop(queue, None)
+        if signal is not None and not signal.done():
+            signal.set_result(None)
+
+
+Resolution = tuple[asyncio.Future, Any, "BaseException | None"]
+
+
+def _run(store: PersistentQStore, batch: _Batch, claimer_id: str) -> list[Resolution]:
+    """Run one batch on the store thread and return each caller's result or exception."""
+    results: list[Resolution] = []
+    if batch.outcomes:
+        outcomes = [outcome for outcome, _ in batch.outcomes]
+        futures = [future for _, future in batch.outcomes]
+        results += _results_of(futures, lambda: store.settle(outcomes))
+
+    for function, future in batch.calls:
+        results += _results_of([future], lambda function=function: [function()])
+
+    for key, futures in batch.claims.items():
+        def claim(key: _ClaimKey = key, count: int = len(futures)) -> list[ClaimedJob | None]:
+            jobs: list[ClaimedJob | None] = list(store.claim(
+                queue=key.queue, limit=count, lease_s=key.lease_s,
+                worker_id=claimer_id, max_attempts=key.max_attempts,
+            ))
+            return jobs + [None] * (count - len(jobs))
+
+        results += _results_of(futures, claim)
+    return results
+
+
+def _results_of(futures: list[asyncio.Future], work: Callable[[], list]) -> list[Resolution]:
+    try:
+        values = work()
+    except Exception as exc:  # noqa: BLE001 - handed to every caller, who re-raises it
+        return [(future, None, exc) for future in futures]
+    return [(future, value, None) for future, value in zip(futures, values)]

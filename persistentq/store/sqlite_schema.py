@@ -1,0 +1,207 @@
+"""The SQLite schema and every SQL statement the SQLite store runs, by name.
+
+Values are always bound as parameters, never formatted into the SQL. Times are
+REAL seconds since the epoch from the local clock.
+"""
+
+from __future__ import annotations
+
+# Bump when the schema changes, and add the migration from the previous version.
+SCHEMA_VERSION = 1
+
+CREATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    available_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    lease_token TEXT,
+    lease_expires_at REAL,
+    worker_id TEXT,
+    last_error TEXT,
+    result TEXT,
+    unique_key TEXT,
+    discarded INTEGER NOT NULL DEFAULT 0
+);
+
+-- The claim order, and only queued rows: the index stays as small as the
+-- backlog however many finished rows the table keeps.
+CREATE INDEX IF NOT EXISTS jobs_claim_order
+    ON jobs (queue, priority DESC, available_at, id) WHERE state = 'queued';
+
+CREATE INDEX IF NOT EXISTS jobs_lease_expiry
+    ON jobs (queue, lease_expires_at) WHERE state = 'running';
+
+-- Pages of one state, newest first, and the counts per state.
+CREATE INDEX IF NOT EXISTS jobs_state_page ON jobs (queue, state, id);
+
+CREATE INDEX IF NOT EXISTS jobs_unique_key
+    ON jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
+
+CREATE INDEX IF NOT EXISTS jobs_undiscarded
+    ON jobs (queue, id) WHERE state = 'failed' AND discarded = 0;
+
+CREATE INDEX IF NOT EXISTS jobs_finished_at
+    ON jobs (queue, finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    runs INTEGER NOT NULL DEFAULT 0,
+    successes INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+JOB_COLUMNS = (
+    "id, queue, payload, state, priority, attempts, created_at, available_at, started_at, "
+    "finished_at, lease_expires_at, worker_id, last_error, result, unique_key"
+)
+
+INSERT_JOB = """
+INSERT INTO jobs (queue, payload, state, priority, created_at, available_at, unique_key)
+VALUES (?, ?, 'queued', ?, ?, ?, ?)
+"""
+
+FIND_ACTIVE_UNIQUE = """
+SELECT id FROM jobs
+WHERE queue = ? AND unique_key = ? AND state IN ('queued', 'running')
+LIMIT 1
+"""
+
+# One statement claims the whole batch. It runs inside BEGIN IMMEDIATE, which
+# takes SQLite's single write lock first, so no other connection can claim the
+# same rows between the SELECT and the UPDATE.
+CLAIM = """
+UPDATE jobs
+SET state = 'running',
+    attempts = attempts + 1,
+    started_at = :now,
+    lease_token = lower(hex(randomblob(16))),
+    lease_expires_at = :now + :lease_s,
+    worker_id = :worker_id
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE queue = :queue AND state = 'queued' AND available_at <= :now
+    ORDER BY priority DESC, available_at, id
+    LIMIT :limit
+)
+RETURNING id, queue, payload, priority, attempts, lease_token, available_at
+"""
+
+FAIL_EXPIRED = """
+UPDATE jobs
+SET state = 'failed', finished_at = :now, lease_token = NULL, lease_expires_at = NULL,
+    last_error = 'lease expired: the worker stopped responding during attempt ' || attempts
+WHERE queue = :queue AND state = 'running' AND lease_expires_at < :now
+  AND attempts >= :max_attempts
+"""
+
+REQUEUE_EXPIRED = """
+UPDATE jobs
+SET state = 'queued', available_at = :now, lease_token = NULL, lease_expires_at = NULL,
+    last_error = 'lease expired: the worker stopped responding during attempt ' || attempts
+WHERE queue = :queue AND state = 'running' AND lease_expires_at < :now
+"""
+
+ACK = """
+UPDATE jobs
+SET state = 'done', finished_at = :now, result = :result, lease_token = NULL,
+    lease_expires_at = NULL, worker_id = coalesce(:worker_id, worker_id)
+WHERE id = :job_id AND lease_token = :lease_token AND state = 'running'
+"""
+
+RETRY = """
+UPDATE jobs
+SET state = 'queued', available_at = :now + :delay_s, last_error = :error,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = coalesce(:worker_id, worker_id)
+WHERE id = :job_id AND lease_token = :lease_token AND state = 'running'
+"""
+
+FAIL = """
+UPDATE jobs
+SET state = 'failed', finished_at = :now, last_error = :error, lease_token = NULL,
+    lease_expires_at = NULL, worker_id = coalesce(:worker_id, worker_id)
+WHERE id = :job_id AND lease_token = :lease_token AND state = 'running'
+"""
+
+RELEASE = """
+UPDATE jobs
+SET state = 'queued', attempts = max(attempts - 1, 0), available_at = :now,
+    started_at = NULL, lease_token = NULL, lease_expires_at = NULL
+WHERE id = :job_id AND lease_token = :lease_token AND state = 'running'
+"""
+
+RENEW = """
+UPDATE jobs SET lease_expires_at = :now + :lease_s
+WHERE id = :job_id AND lease_token = :lease_token AND state = 'running'
+"""
+
+# Lists of ids travel as one JSON array parameter, so any length binds the same way.
+QUEUES_OF_IDS = "SELECT DISTINCT queue FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+
+STATES_OF_IDS = "SELECT id, state FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+
+CANCEL = """
+UPDATE jobs SET state = 'cancelled', finished_at = ?
+WHERE id IN (SELECT value FROM json_each(?)) AND state = 'queued'
+"""
+
+REQUEUE = """
+UPDATE jobs
+SET state = 'queued', attempts = 0, available_at = ?, started_at = NULL, finished_at = NULL,
+    lease_token = NULL, lease_expires_at = NULL, discarded = 0
+WHERE id IN (SELECT value FROM json_each(?)) AND state IN ('failed', 'cancelled')
+"""
+
+PURGE = """
+DELETE FROM jobs
+WHERE queue = ? AND state IN (SELECT value FROM json_each(?)) AND finished_at < ?
+"""
+
+COUNTS = "SELECT state, count(*) FROM jobs WHERE queue = ? GROUP BY state"
+
+GET_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+
+FAILED_UNDISCARDED = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE queue = ? AND state = 'failed' AND discarded = 0
+ORDER BY id LIMIT ?
+"""
+
+MARK_DISCARDED = "UPDATE jobs SET discarded = 1 WHERE id IN (SELECT value FROM json_each(?))"
+
+UPSERT_WORKER = """
+INSERT OR REPLACE INTO workers
+    (id, kind, host, pid, state, started_at, heartbeat_at, runs, successes, errors)
+VALUES (:id, :kind, :host, :pid, :state, :started_at, :heartbeat_at, :runs, :successes, :errors)
+"""
+
+LIST_WORKERS = """
+SELECT id, kind, host, pid, state, started_at, heartbeat_at, runs, successes, errors
+FROM workers ORDER BY started_at DESC, id
+"""
+
+FORGET_WORKERS = "DELETE FROM workers WHERE heartbeat_at < ?"
+
+
+def page_query(*, with_state: bool, with_search: bool) -> str:
+    """Build the SELECT for one page of jobs, newest first, from fixed fragments."""
+    conditions = ["queue = ?"]
+    if with_state:
+        conditions.append("state = ?")
+    if with_search:
+        conditions.append("payload LIKE ? ESCAPE '\\'")
+    where = " AND ".join(conditions)
+    return f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?"
