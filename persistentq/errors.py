@@ -33,3 +33,7 @@ class JobTimeoutError(PersistentQError, TimeoutError):
 
 class WorkerProcessError(PersistentQError):
     """The child process running a sync function died before it returned a result."""
+
+
+class PermanentJobError(PersistentQError):
+    """Raise it from a consumer function to fail the job at once, without further attempts."""

@@ -1,0 +1,274 @@
+"""The `basic` command: run the workers and manage the queue from a terminal.
+
+    basic run --config config.yaml --duration 60
+    basic status
+    basic jobs --state failed --limit 20
+    basic retry --all-failed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import Config, load_config
+from .errors import ConfigError, PersistentQError
+from .pool import WorkerPool
+from .requeue import requeue_jobs
+from .store.base import FINISHED_STATES, Job, JobState, PersistentQStore
+from .store.factory import open_store
+from .workers.base import HEARTBEAT_S
+
+log = logging.getLogger("persistentq.cli")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+STATE_NAMES = [state.value for state in JobState]
+FINISHED_NAMES = [state.value for state in FINISHED_STATES]
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Config file. Default: ./config.yaml when present, else built-in defaults.",
+)
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn persistentq errors into one line on stderr: exit 2 for config, 1 for the rest."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except PersistentQError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def open_queue(config_path: Path | None) -> tuple[Config, PersistentQStore]:
+    """Load the config and open its store, for the management commands."""
+    config = load_config(config_path)
+    return config, open_store(config)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="persistentq")
+def main() -> None:
+    """persistentq: a persistent producer/consumer job queue on SQLite.
+
+    Producers put jobs, consumers claim them and run a function on each,
+    a cleaner removes what failed for good. Every state lives in the queue
+    database, so a killed worker loses nothing.
+    """
+
+
+@main.command()
+@config_option
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Stop after this many seconds. Default: run until Ctrl-C.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True, help="Lowest level of log lines shown.")
+@handle_errors
+def run(config_path: Path | None, duration: float | None, log_level: str) -> None:
+    """Run producers, consumers and the cleaner in the foreground.
+
+    Ctrl-C or SIGTERM stops taking new jobs, lets running jobs finish within
+    general.shutdown_grace seconds and hands the rest back to the queue; a
+    second Ctrl-C hands them back at once.
+    """
+    config = load_config(config_path)
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    asyncio.run(_run_pool(config, duration))
+
+
+async def _run_pool(config: Config, duration_s: float | None) -> None:
+    pool = WorkerPool(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(name: str) -> None:
+        if stop.is_set():
+            log.warning("%s again: handing running jobs back now", name)
+            pool.hurry()
+            return
+        log.info("%s: stopping (running jobs get %g s to finish; press Ctrl-C again to hand them back now)",
+                 name, config.general.shutdown_grace)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
+        except (NotImplementedError, RuntimeError):
+            pass  # No asyncio signal handlers on Windows; Ctrl-C then raises KeyboardInterrupt.
+    log.info("config: %s; primary_path %s", config.source or "built-in defaults", config.general.primary_path)
+    await pool.run(duration_s, stop=stop)
+
+
+@main.command()
+@config_option
+@handle_errors
+def status(config_path: Path | None) -> None:
+    """Show the number of jobs in each state, and the registered workers."""
+    config, store = open_queue(config_path)
+    with store:
+        counts = store.counts(queue=config.general.queue)
+        workers = store.workers()
+    click.echo(f"queue {config.general.queue!r} in {store}")
+    click.echo(format_table(["state", "jobs"], [[state.value, counts[state]] for state in JobState]))
+    click.echo()
+    if not workers:
+        click.echo("no workers registered")
+        return
+    now = time.time()
+    rows = [
+        [
+            worker.id, worker.kind,
+            "lost" if worker.is_lost(now, HEARTBEAT_S) else worker.state,
+            f"{now - worker.heartbeat_at:.0f} s ago", worker.runs, worker.successes, worker.errors,
+        ]
+        for worker in workers
+    ]
+    headers = ["worker", "kind", "state", "heartbeat", "runs", "successes", "errors"]
+    click.echo(format_table(headers, rows))
+
+
+@main.command()
+@config_option
+@click.option("--state", type=click.Choice(STATE_NAMES), default=None, help="Only jobs in this state.")
+@click.option("--search", default=None, help="Only jobs whose payload contains this text.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Number of jobs shown, newest first.")
+@handle_errors
+def jobs(config_path: Path | None, state: str | None, search: str | None, limit: int) -> None:
+    """List jobs as a table, newest first."""
+    config, store = open_queue(config_path)
+    with store:
+        found = store.jobs(queue=config.general.queue, state=JobState(state) if state else None,
+                           search=search, limit=limit)
+    if not found:
+        click.echo("no jobs")
+        return
+    headers = ["id", "state", "attempts", "priority", "created", "payload", "result or error"]
+    click.echo(format_table(headers, [_job_row(job) for job in found]))
+
+
+def _job_row(job: Job) -> list[object]:
+    outcome = job.result if job.state == JobState.DONE else job.last_error
+    last_line = (outcome or "").strip().splitlines()[-1:] or [""]
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
+    return [job.id, job.state.value, job.attempts, job.priority, created,
+            _shorten(job.payload, 40), _shorten(last_line[0], 60)]
+
+
+@main.command()
+@config_option
+@click.argument("payloads", nargs=-1)
+@click.option("--stdin", "from_stdin", is_flag=True, help="Also read one payload per line from stdin.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--delay", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="Seconds before the job may be claimed.")
+@click.option("--unique-key", default=None,
+              help="Skip the put while a queued or running job has this key (one payload only).")
+@handle_errors
+def enqueue(config_path: Path | None, payloads: Sequence[str], from_stdin: bool, priority: int,
+            delay: float, unique_key: str | None) -> None:
+    """Put jobs with the given payloads on the queue and print their ids."""
+    payloads = list(payloads)
+    if from_stdin:
+        payloads += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not payloads:
+        raise click.UsageError("give at least one PAYLOAD, or --stdin")
+    if unique_key is not None and len(payloads) != 1:
+        raise click.UsageError(f"--unique-key takes one payload, got {len(payloads)}")
+    config, store = open_queue(config_path)
+    queue = config.general.queue
+    with store:
+        if unique_key is not None:
+            ids = [store.put(payloads[0], queue=queue, priority=priority, delay_s=delay, unique_key=unique_key)]
+        else:
+            ids = store.put_many(payloads, queue=queue, priority=priority, delay_s=delay)
+    for job_id in ids:
+        click.echo(job_id)
+
+
+@main.command()
+@config_option
+@click.argument("job_ids", nargs=-1, type=int, required=True)
+@handle_errors
+def cancel(config_path: Path | None, job_ids: Sequence[int]) -> None:
+    """Cancel queued jobs; jobs in other states are left as they are."""
+    _, store = open_queue(config_path)
+    with store:
+        cancelled = store.cancel(job_ids)
+    click.echo(f"cancelled {cancelled} of {len(job_ids)} jobs")
+    if cancelled < len(job_ids):
+        click.echo("the others were not queued (see basic jobs)", err=True)
+
+
+@main.command()
+@config_option
+@click.argument("job_ids", nargs=-1, type=int)
+@click.option("--all-failed", is_flag=True, help="Requeue every failed job.")
+@handle_errors
+def retry(config_path: Path | None, job_ids: Sequence[int], all_failed: bool) -> None:
+    """Queue failed or cancelled jobs again, with their attempts back at 0."""
+    if bool(job_ids) == all_failed:
+        raise click.UsageError("give JOB_IDS or --all-failed, not both and not neither")
+    config, store = open_queue(config_path)
+    with store:
+        if all_failed:
+            job_ids = [job.id for job in store.jobs(queue=config.general.queue, state=JobState.FAILED,
+                                                     limit=1_000_000)]
+        result = requeue_jobs(store, config, job_ids)
+    click.echo(f"requeued {len(result.requeued)} jobs")
+    for reason in result.rejected.values():
+        click.echo(f"error: {reason}", err=True)
+    if result.rejected:
+        sys.exit(1)
+
+
+@main.command()
+@config_option
+@click.option("--state", "states", type=click.Choice(FINISHED_NAMES), multiple=True,
+              help="State to purge; repeat for several. Default: done, failed and cancelled.")
+@click.option("--older-than", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              show_default=True, help="Only jobs that finished more than this many seconds ago.")
+@handle_errors
+def purge(config_path: Path | None, states: Sequence[str], older_than: float) -> None:
+    """Delete finished jobs from the queue."""
+    config, store = open_queue(config_path)
+    chosen = [JobState(state) for state in states] or list(FINISHED_STATES)
+    with store:
+        purged = store.purge(queue=config.general.queue, states=chosen, older_than_s=older_than)
+    click.echo(f"purged {purged} jobs")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Align rows under headers; numbers right-aligned, text left-aligned."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max([len(header), *(len(row[i]) for row in cells)]) for i, header in enumerate(headers)]
+    numeric = [all(isinstance(row[i], int) for row in rows) and bool(rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [value.rjust(width) if is_number else value.ljust(width)
+                 for value, width, is_number in zip(values, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), line(["-" * width for width in widths]), *map(line, cells)])
+
+
+def _shorten(text: str, width: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,227 @@
+"""WorkerPool: n_prod producers, n_cons consumers and a cleaner on one event loop.
+
+    pool = WorkerPool(load_config("config.yaml"))
+    await pool.start()
+    await pool.scale(n_cons=4)
+    await pool.stop()            # graceful: in-flight jobs finish or go back to the queue
+
+Without functions of its own, the pool runs the file pipeline, or the
+`module:function` named by `consumer.function` and `producer.function`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .config import Config
+from .files import FilePipeline
+from .hooks import JobHooks, NoHooks
+from .store.base import JobState, PersistentQStore
+from .store.bridge import AsyncStore
+from .store.factory import open_store
+from .workers.base import PersistentQInterface
+from .workers.cleaner import Cleaner
+from .workers.consumer import Consumer
+from .workers.functions import JobFunction, check_function, load_function
+from .workers.producer import Producer
+from .workers.sync_runner import SyncRunner
+
+log = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    """Starts, scales, pauses and stops the workers of one process on one queue."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: PersistentQStore | None = None,
+        consumer_function: JobFunction | None = None,
+        producer_function: JobFunction | None = None,
+        hooks: JobHooks | None = None,
+    ) -> None:
+        self.config = config
+        self.pipeline = FilePipeline(config.general.primary_path)
+        self.consumer_function, self.producer_function, self.hooks = self._functions(
+            consumer_function, producer_function, hooks
+        )
+        self._store = store
+        self._owns_store = store is None
+        self.bridge: AsyncStore | None = None
+        self.runner: SyncRunner | None = None
+        self.producers: list[Producer] = []
+        self.consumers: list[Consumer] = []
+        self.cleaner: Cleaner | None = None
+        self._started = False
+        self._lock: asyncio.Lock | None = None
+        self._draining: list[Consumer] = []
+
+    def __repr__(self) -> str:
+        state = "running" if self._started else "stopped"
+        return (
+            f"<WorkerPool {state}: {len(self.producers)} producers, {len(self.consumers)} consumers, "
+            f"queue {self.config.general.queue!r}>"
+        )
+
+    def _functions(
+        self,
+        consumer_function: JobFunction | None,
+        producer_function: JobFunction | None,
+        hooks: JobHooks | None,
+    ) -> tuple[JobFunction, JobFunction, JobHooks]:
+        """Pick each side's function: the argument, else config's module:function, else the pipeline."""
+        consumer_spec = self.config.consumer.function
+        producer_spec = self.config.producer.function
+        if consumer_function is not None:
+            consumer = check_function(consumer_function)
+        elif consumer_spec:
+            consumer = load_function(consumer_spec, key="consumer.function")
+        else:
+            consumer = self.pipeline.process
+        if producer_function is not None:
+            producer = check_function(producer_function)
+        elif producer_spec:
+            producer = load_function(producer_spec, key="producer.function")
+        else:
+            producer = self.pipeline.produce
+        if hooks is None:
+            custom = consumer_function is not None or bool(consumer_spec)
+            hooks = NoHooks() if custom else self.pipeline
+        return consumer, producer, hooks
+
+    @property
+    def store(self) -> PersistentQStore:
+        """The store this pool's workers use, opened on first use."""
+        if self._store is None:
+            self._store = open_store(self.config)
+        return self._store
+
+    @property
+    def workers(self) -> list[PersistentQInterface]:
+        """Every worker of this pool: producers, consumers, then the cleaner."""
+        cleaner = [self.cleaner] if self.cleaner is not None else []
+        return [*self.producers, *self.consumers, *cleaner]
+
+    @property
+    def running(self) -> bool:
+        """True between `start` and `stop`."""
+        return self._started
+
+    async def start(self) -> WorkerPool:
+        """Open the store and start the configured workers; starting twice does nothing."""
+        if self._started:
+            return self
+        self._lock = asyncio.Lock()
+        self.bridge = AsyncStore(self.store)
+        self.runner = SyncRunner(max_children=max(self.config.general.n_cons, 1))
+        self.cleaner = Cleaner(self.bridge, self.config, hooks=self.hooks)
+        self.cleaner.start()
+        self._started = True
+        await self.scale(n_prod=self.config.general.n_prod, n_cons=self.config.general.n_cons)
+        log.info("pool started on %s, queue %r", self.store, self.config.general.queue)
+        return self
+
+    async def scale(self, *, n_prod: int | None = None, n_cons: int | None = None) -> None:
+        """Start or stop workers until `n_prod` producers and `n_cons` consumers run."""
+        if not self._started:
+            raise RuntimeError("start the pool before scaling it")
+        for name, value in (("n_prod", n_prod), ("n_cons", n_cons)):
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        async with self._lock:
+            if n_cons is not None:
+                self.runner.resize(max(n_cons, 1))
+                await self._scale(self.consumers, n_cons, self._new_consumer)
+            if n_prod is not None:
+                await self._scale(self.producers, n_prod, self._new_producer)
+
+    async def _scale(
+        self, workers: list, target: int, create: Callable[[], PersistentQInterface]
+    ) -> None:
+        while len(workers) < target:
+            worker = create()
+            workers.append(worker)
+            worker.start()
+        surplus = workers[target:]
+        del workers[target:]
+        if surplus:
+            await asyncio.gather(*(worker.stop() for worker in surplus))
+
+    def _new_consumer(self) -> Consumer:
+        consumer = Consumer(self.bridge, self.config, runner=self.runner, hooks=self.hooks)
+        return consumer.execute_function(self.consumer_function)
+
+    def _new_producer(self) -> Producer:
+        return Producer(self.bridge, self.config).execute_function(self.producer_function)
+
+    def pause(self, kind: str | None = None) -> None:
+        """Pause every worker, or those of one kind ("producer", "consumer", "cleaner")."""
+        for worker in self._of_kind(kind):
+            worker.pause()
+
+    def resume(self, kind: str | None = None) -> None:
+        """Resume every worker, or those of one kind."""
+        for worker in self._of_kind(kind):
+            worker.resume()
+
+    def _of_kind(self, kind: str | None) -> list[PersistentQInterface]:
+        kinds = {"producer", "consumer", "cleaner"}
+        if kind is not None and kind not in kinds:
+            raise ValueError(f"kind must be one of {sorted(kinds)}, got {kind!r}")
+        return [worker for worker in self.workers if kind is None or worker.kind == kind]
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop every worker gracefully, then close what the pool opened. Idempotent.
+
+        Producers stop first so no new jobs arrive, then consumers get
+        `grace_s` seconds (general.shutdown_grace by default) to finish; jobs
+        still running then go back to the queue without using up an attempt.
+        Each consumer keeps renewing its lease while it drains, or the lease
+        could expire under a job that is still running. Store writes come
+        last, so every outcome is committed before the store closes.
+        """
+        if not self._started:
+            return
+        self._started = False
+        async with self._lock:
+            producers, self.producers = self.producers, []
+            consumers, self.consumers = self.consumers, []
+            self._draining = consumers
+            await asyncio.gather(*(worker.stop(grace_s) for worker in producers))
+            await asyncio.gather(*(worker.stop(grace_s) for worker in consumers))
+            if self.cleaner is not None:
+                await self.cleaner.stop(grace_s)
+            await self.runner.aclose()
+            await self.bridge.aclose()
+        if self._owns_store:
+            self.store.close()
+            self._store = None
+        log.info("pool stopped")
+
+    def hurry(self) -> None:
+        """End the grace period of a stop in progress: running jobs go back to the queue now."""
+        for worker in [*self.workers, *self._draining]:
+            worker.hurry()
+
+    async def run(self, duration_s: float | None = None, *, stop: asyncio.Event | None = None) -> None:
+        """Start, run until `duration_s` passes or `stop` is set, then stop gracefully."""
+        await self.start()
+        stop = stop or asyncio.Event()
+        try:
+            await asyncio.wait_for(stop.wait(), duration_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            await self.stop()
+
+    def counts(self) -> dict[JobState, int]:
+        """Return the number of jobs in each state of this pool's queue (a direct store read)."""
+        return self.store.counts(queue=self.config.general.queue)
+
+    def stats(self) -> dict[str, Any]:
+        """Return the pool's workers with their state and counters."""
+        return {worker.id: worker.record() for worker in self.workers}

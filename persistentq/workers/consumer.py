@@ -1,0 +1,163 @@
+"""Consumer: claims jobs, runs the function on each payload within n_time, records the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+
+from ..hooks import JobHooks, NoHooks
+from ..store.base import ClaimedJob, Outcome, OutcomeKind
+from ..store.bridge import AsyncStore
+from ..config import Config
+from .base import PersistentQInterface
+from .limits import call_with_limit
+from .retry import backoff_delay, is_final_attempt
+from .sync_runner import RemoteError, SyncRunner
+
+log = logging.getLogger(__name__)
+
+
+class DemoFailure(Exception):
+    """An attempt failed on purpose because of `consumer.failure_rate`."""
+
+
+class Consumer(PersistentQInterface):
+    """Runs jobs one at a time; several consumers in a process share claims and commits."""
+
+    kind = "consumer"
+
+    def __init__(
+        self,
+        bridge: AsyncStore,
+        config: Config,
+        *,
+        runner: SyncRunner | None = None,
+        hooks: JobHooks | None = None,
+        **options,
+    ) -> None:
+        super().__init__(bridge, config, **options)
+        self.runner = runner
+        self.hooks = hooks or NoHooks()
+        self.current_job: ClaimedJob | None = None
+        self._look_again = False
+
+    def next_wait_s(self) -> float:
+        if self._look_again:
+            self._look_again = False
+            return 0.0
+        settings = self.config.consumer
+        return self.rng.uniform(settings.interval_min, settings.interval_max)
+
+    async def run_once(self) -> None:
+        settings = self.config.consumer
+        queue = self.config.general.queue
+        put_signal = self.bridge.put_signal(queue)
+        job = await self.bridge.claim(
+            queue=queue, lease_s=settings.lease, max_attempts=settings.n_tries
+        )
+        if job is None:
+            # Nothing to do: sleep until a put in this process, or one poll interval.
+            await self._wait_for(asyncio.shield(put_signal), timeout_s=settings.poll_interval)
+            self._look_again = True
+            return
+        await self.run_job(job)
+
+    async def run_job(self, job: ClaimedJob) -> None:
+        """Run one attempt of a claimed job and record its outcome."""
+        self.current_job = job
+        self.runs += 1
+        renewal = asyncio.get_running_loop().create_task(
+            self._renew_lease(job), name=f"{self.id} lease of job {job.id}"
+        )
+        try:
+            result = await self._call(job)
+        except asyncio.CancelledError:
+            # Stopped past the grace period: hand the job back without using up
+            # its attempt. The write is shielded so the cancellation cannot drop it.
+            await asyncio.shield(self._settle(Outcome(OutcomeKind.RELEASE, job.id, job.lease_token)))
+            log.info("%s: job %d handed back to the queue", self.id, job.id)
+            raise
+        except Exception as exc:
+            await self._record_failure(job, exc)
+        else:
+            await self._record_success(job, result)
+        finally:
+            renewal.cancel()
+            self.current_job = None
+
+    async def _call(self, job: ClaimedJob) -> object:
+        settings = self.config.consumer
+        if settings.failure_rate and self.rng.random() < settings.failure_rate:
+            raise DemoFailure(f"failed on purpose (consumer.failure_rate is {settings.failure_rate:g})")
+        return await call_with_limit(
+            self.function,
+            job.payload,
+            timeout_s=settings.n_time,
+            sync_mode=settings.sync_mode,
+            runner=self.runner,
+        )
+
+    async def _record_success(self, job: ClaimedJob, result: object) -> None:
+        text = None if result is None else str(result)
+        outcome = Outcome(OutcomeKind.ACK, job.id, job.lease_token, worker_id=self.id, result=text)
+        if await asyncio.shield(self._settle(outcome)):
+            self.successes += 1
+            log.info("%s: job %d done (attempt %d)%s", self.id, job.id, job.attempts,
+                     f": {text}" if text else "")
+
+    async def _record_failure(self, job: ClaimedJob, exc: Exception) -> None:
+        self.errors += 1
+        settings = self.config.consumer
+        error = _error_text(exc)
+        self.last_error = error.strip().splitlines()[-1]
+        attempt = f"attempt {job.attempts}/{settings.n_tries}"
+        if is_final_attempt(job.attempts, settings.n_tries):
+            outcome = Outcome(OutcomeKind.FAIL, job.id, job.lease_token, worker_id=self.id, error=error)
+            if await asyncio.shield(self._settle(outcome)):
+                log.error("%s: job %d failed for good after %s: %s", self.id, job.id, attempt, self.last_error)
+                await asyncio.shield(asyncio.to_thread(self._on_failed, job))
+            return
+        delay_s = backoff_delay(job.attempts, settings.retry_backoff, self.rng)
+        outcome = Outcome(
+            OutcomeKind.RETRY, job.id, job.lease_token, worker_id=self.id, error=error, delay_s=delay_s
+        )
+        if await asyncio.shield(self._settle(outcome)):
+            log.warning("%s: job %d %s failed, retry in %.1f s: %s",
+                        self.id, job.id, attempt, delay_s, self.last_error)
+
+    def _on_failed(self, job: ClaimedJob) -> None:
+        try:
+            self.hooks.on_failed(job.payload)
+        except Exception:
+            log.exception("%s: the failure hook of job %d raised", self.id, job.id)
+
+    async def _settle(self, outcome: Outcome) -> bool:
+        """Write an outcome; False, with a warning, when another worker took the job over."""
+        accepted = await self.bridge.settle(outcome)
+        if not accepted:
+            log.warning(
+                "%s: job %d: %s rejected because the lease expired and the job was taken over",
+                self.id, outcome.job_id, outcome.kind.value,
+            )
+        return accepted
+
+    async def _renew_lease(self, job: ClaimedJob) -> None:
+        """Push the lease forward every third of its length while the attempt runs."""
+        lease_s = self.config.consumer.lease
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            renewed = await self.bridge.call(
+                self.bridge.store.renew, [(job.id, job.lease_token)], lease_s=lease_s
+            )
+            if not renewed[0]:
+                log.warning("%s: lost the lease of job %d; its outcome will be rejected", self.id, job.id)
+                return
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, RemoteError):
+        return exc.traceback_text or str(exc)
+    if isinstance(exc, DemoFailure) or type(exc).__module__.startswith("persistentq"):
+        return f"{type(exc).__name__}: {exc}"
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
