@@ -197,12 +197,14 @@ def test_repo_config_lists_every_key() -> None:
 
 
 def test_repo_config_loads_defaults(tmp_path: Path) -> None:
-    """The example config.yaml gives the defaults, with primary_path ./data beside the file."""
+    """The example config.yaml gives the defaults, except primary_path ./data and a demo failure_rate."""
     path = tmp_path / DEFAULT_CONFIG_NAME
     shutil.copyfile(REPO_CONFIG, path)
     config = load_config(path, environ={})
+    expected = without_primary_path(DEFAULTS)
+    expected["consumer"] = {**expected["consumer"], "failure_rate": 0.2}
 
-    assert without_primary_path(config.to_dict()) == without_primary_path(DEFAULTS)
+    assert without_primary_path(config.to_dict()) == expected
     assert config.general.primary_path == (tmp_path / "data").resolve()
     assert config.general.primary_path.is_dir()
 
