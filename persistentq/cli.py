@@ -136,7 +136,7 @@ def status(config_path: Path | None) -> None:
         [
             worker.id, worker.kind,
             "lost" if worker.is_lost(now, HEARTBEAT_S) else worker.state,
-            f"{now - worker.heartbeat_at:.0f} s ago", worker.runs, worker.successes, worker.errors,
+            _age(now - worker.heartbeat_at), worker.runs, worker.successes, worker.errors,
         ]
         for worker in workers
     ]
@@ -267,6 +267,16 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(headers), line(["-" * width for width in widths]), *map(line, cells)])
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{max(seconds, 0):.0f} s ago"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
 
 
 def _shorten(text: str, width: int) -> str:

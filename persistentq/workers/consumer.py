@@ -6,6 +6,7 @@ import asyncio
 import logging
 import traceback
 
+from ..errors import PermanentJobError
 from ..hooks import JobHooks, NoHooks
 from ..store.base import ClaimedJob, Outcome, OutcomeKind
 from ..store.bridge import AsyncStore
@@ -112,7 +113,8 @@ class Consumer(PersistentQInterface):
         error = _error_text(exc)
         self.last_error = error.strip().splitlines()[-1]
         attempt = f"attempt {job.attempts}/{settings.n_tries}"
-        if is_final_attempt(job.attempts, settings.n_tries):
+        permanent = isinstance(exc, PermanentJobError) or getattr(exc, "permanent", False)
+        if permanent or is_final_attempt(job.attempts, settings.n_tries):
             outcome = Outcome(OutcomeKind.FAIL, job.id, job.lease_token, worker_id=self.id, error=error)
             if await asyncio.shield(self._settle(outcome)):
                 log.error("%s: job %d failed for good after %s: %s", self.id, job.id, attempt, self.last_error)
