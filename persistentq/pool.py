@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .config import Config
@@ -76,16 +77,17 @@ class WorkerPool:
         """Pick each side's function: the argument, else config's module:function, else the pipeline."""
         consumer_spec = self.config.consumer.function
         producer_spec = self.config.producer.function
+        search_dir = self.config.source.parent if self.config.source else Path.cwd()
         if consumer_function is not None:
             consumer = check_function(consumer_function)
         elif consumer_spec:
-            consumer = load_function(consumer_spec, key="consumer.function")
+            consumer = load_function(consumer_spec, key="consumer.function", search_dir=search_dir)
         else:
             consumer = self.pipeline.process
         if producer_function is not None:
             producer = check_function(producer_function)
         elif producer_spec:
-            producer = load_function(producer_spec, key="producer.function")
+            producer = load_function(producer_spec, key="producer.function", search_dir=search_dir)
         else:
             producer = self.pipeline.produce
         if hooks is None:

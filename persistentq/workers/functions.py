@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -30,12 +32,16 @@ def check_function(function: object) -> JobFunction:
     return function
 
 
-def load_function(spec: str, *, key: str) -> JobFunction:
+def load_function(spec: str, *, key: str, search_dir: Path | None = None) -> JobFunction:
     """Import the function named by `spec` ("package.module:function").
 
-    Raises ConfigError naming the config `key` when the module or the
-    function cannot be found, or the attribute is not callable.
+    `search_dir` (the config file's directory) is put on sys.path first, so a
+    module beside config.yaml imports without setting PYTHONPATH. Raises
+    ConfigError naming the config `key` when the module or the function
+    cannot be found, or the attribute is not callable.
     """
+    if search_dir is not None and str(search_dir) not in sys.path:
+        sys.path.insert(0, str(search_dir))
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ConfigError(f"{key} must look like 'package.module:function', got {spec!r}")
@@ -44,7 +50,7 @@ def load_function(spec: str, *, key: str) -> JobFunction:
     except ImportError as exc:
         raise ConfigError(
             f"{key}: cannot import module {module_name!r} ({exc}); "
-            "check the name and that its folder is on PYTHONPATH"
+            "check the name, and put the module beside the config file or on PYTHONPATH"
         ) from exc
 
     target: Any = module

@@ -1,0 +1,464 @@
+"""Workers and the pool on a real SQLite file: retries, time limits, failures, scaling, stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from persistentq import JobState, PermanentJobError, WorkerPool, config_from_dict
+from persistentq.config import Config
+from persistentq.files import FAILED_SUFFIX, OUTPUT_SUFFIX
+from persistentq.workers.cleaner import Cleaner
+from persistentq.workers.consumer import Consumer
+from persistentq.workers.producer import payloads_of
+
+# Fast settings: no waits between jobs, quick polls and sweeps.
+FAST = {
+    "consumer": {"interval_min": 0, "interval_max": 0, "poll_interval": 0.05, "retry_backoff": 0},
+    "producer": {"interval": 0.05},
+    "cleaner": {"interval": 0.2},
+    "general": {"n_prod": 0, "n_cons": 1, "shutdown_grace": 2},
+}
+
+
+def make_config(tmp_path: Path, **changes: object) -> Config:
+    """Return the fast test config on tmp_path with dotted-key changes applied."""
+    config = config_from_dict(FAST, base_dir=tmp_path, environ={})
+    return config.replace(**changes) if changes else config
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll `condition` on the event loop until it holds; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.02)
+
+
+def finished(pool: WorkerPool, total: int) -> Callable[[], bool]:
+    """Return a condition: `total` jobs are done, failed or cancelled."""
+    def check() -> bool:
+        counts = pool.counts()
+        return counts[JobState.DONE] + counts[JobState.FAILED] + counts[JobState.CANCELLED] >= total
+    return check
+
+
+def run_pool(pool: WorkerPool, scenario: Callable[[WorkerPool], object]) -> None:
+    """Start the pool, await `scenario(pool)`, and always stop the pool."""
+    async def main() -> None:
+        await pool.start()
+        try:
+            await scenario(pool)
+        finally:
+            await pool.stop()
+
+    asyncio.run(main())
+
+
+def test_retry_then_success(tmp_path: Path) -> None:
+    """A function that fails twice, then succeeds, ends done after 3 attempts."""
+    calls: list[str] = []
+
+    async def flaky(payload: str) -> str:
+        calls.append(payload)
+        if len(calls) < 3:
+            raise ValueError(f"attempt {len(calls)} failed")
+        return "ok"
+
+    pool = WorkerPool(make_config(tmp_path), consumer_function=flaky)
+    job_id = pool.store.put("x")
+    run_pool(pool, lambda pool: wait_until(finished(pool, 1)))
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.DONE
+    assert job.attempts == 3
+    assert job.result == "ok"
+    assert "attempt 2 failed" in job.last_error
+
+
+def test_always_failing_job_fails_after_n_tries(tmp_path: Path) -> None:
+    """A file job that always fails ends failed after n_tries, its input renamed .failed."""
+    config = make_config(tmp_path, **{"consumer.failure_rate": 1.0, "consumer.n_tries": 2})
+    pool = WorkerPool(config)
+    name = pool.pipeline.produce()
+    job_id = pool.store.put(name)
+
+    async def scenario(pool: WorkerPool) -> None:
+        pool.pause("cleaner")
+        await wait_until(finished(pool, 1))
+        await wait_until(lambda: (tmp_path / (name + FAILED_SUFFIX)).exists())
+
+    run_pool(pool, scenario)
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.FAILED
+    assert job.attempts == 2
+    assert "failure_rate" in job.last_error
+    assert not (tmp_path / name).exists()
+    assert (tmp_path / (name + FAILED_SUFFIX)).exists()
+
+
+def test_cleaner_removes_failed_file(tmp_path: Path) -> None:
+    """The cleaner deletes the .failed file of a failed job and no other file."""
+    config = make_config(tmp_path, **{"consumer.failure_rate": 1.0, "consumer.n_tries": 1})
+    pool = WorkerPool(config)
+    failing = pool.pipeline.produce()
+    bystander = pool.pipeline.produce()
+    (tmp_path / (bystander + FAILED_SUFFIX)).write_text("not a failed job's file")
+    pool.store.put(failing)
+
+    async def scenario(pool: WorkerPool) -> None:
+        await wait_until(finished(pool, 1))
+        await wait_until(lambda: not (tmp_path / (failing + FAILED_SUFFIX)).exists())
+
+    run_pool(pool, scenario)
+
+    assert not (tmp_path / failing).exists()
+    assert (tmp_path / bystander).exists()
+    assert (tmp_path / (bystander + FAILED_SUFFIX)).exists()
+    assert pool_store(tmp_path).failed_undiscarded() == []
+
+
+def test_file_job_writes_output(tmp_path: Path) -> None:
+    """The default pipeline writes <name>.out with the processed input and returns its name."""
+    pool = WorkerPool(make_config(tmp_path, **{"general.n_prod": 1}))
+
+    async def scenario(pool: WorkerPool) -> None:
+        await wait_until(lambda: pool.counts()[JobState.DONE] >= 3)
+
+    run_pool(pool, scenario)
+
+    done = pool_store(tmp_path).jobs(state=JobState.DONE)
+    assert len(done) >= 3
+    for job in done:
+        output = tmp_path / (job.payload + OUTPUT_SUFFIX)
+        assert job.result == output.name
+        assert output.read_text().startswith((tmp_path / job.payload).read_text().upper())
+
+
+def test_unsafe_payload_fails_at_once(tmp_path: Path) -> None:
+    """A payload that would leave primary_path fails on its first attempt, with the reason."""
+    pool = WorkerPool(make_config(tmp_path, **{"consumer.n_tries": 3}))
+    job_id = pool.store.put("../outside")
+    run_pool(pool, lambda pool: wait_until(finished(pool, 1)))
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.FAILED
+    assert job.attempts == 1
+    assert "not a plain file name" in job.last_error
+
+
+def test_permanent_error_skips_retries(tmp_path: Path) -> None:
+    """PermanentJobError raised by a function fails the job without further attempts."""
+    async def reject(payload: str) -> None:
+        raise PermanentJobError(f"cannot handle {payload}")
+
+    pool = WorkerPool(make_config(tmp_path), consumer_function=reject)
+    job_id = pool.store.put("bad")
+    run_pool(pool, lambda pool: wait_until(finished(pool, 1)))
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.FAILED
+    assert job.attempts == 1
+    assert "cannot handle bad" in job.last_error
+
+
+async def sleep_past_limit(payload: str) -> None:
+    await asyncio.sleep(60)
+
+
+def block_past_limit(payload: str) -> None:
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("function", [sleep_past_limit, block_past_limit], ids=["async", "sync"])
+def test_time_limit_stops_attempt(tmp_path: Path, function: Callable) -> None:
+    """An attempt past n_time is stopped within a few seconds and counts as failed."""
+    config = make_config(tmp_path, **{"consumer.n_time": 1, "consumer.n_tries": 1})
+    pool = WorkerPool(config, consumer_function=function)
+    job_id = pool.store.put("slow")
+    started = time.monotonic()
+    run_pool(pool, lambda pool: wait_until(finished(pool, 1), timeout_s=15))
+    elapsed = time.monotonic() - started
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.FAILED
+    assert job.attempts == 1
+    assert "n_time" in job.last_error
+    assert elapsed < 8, f"the attempt was stopped only after {elapsed:.1f} s"
+
+
+def test_sync_time_limit_kills_child(tmp_path: Path) -> None:
+    """The child process running a sync attempt past n_time is killed, not left running."""
+    pids: list[int] = []
+
+    async def scenario(pool: WorkerPool) -> None:
+        await wait_until(lambda: pool.runner.n_children > 0)
+        pids.extend(pool.runner.child_pids())
+        await wait_until(finished(pool, 1), timeout_s=15)
+
+    config = make_config(tmp_path, **{"consumer.n_time": 1, "consumer.n_tries": 1})
+    pool = WorkerPool(config, consumer_function=block_past_limit)
+    pool.store.put("slow")
+    run_pool(pool, scenario)
+
+    assert pids
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_sync_function_error_recorded(tmp_path: Path) -> None:
+    """A plain def that raises in the child fails the attempt with the child's traceback."""
+    def explode(payload: str) -> None:
+        raise KeyError(f"no such record {payload}")
+
+    pool = WorkerPool(make_config(tmp_path, **{"consumer.n_tries": 1}), consumer_function=explode)
+    job_id = pool.store.put("r1")
+    run_pool(pool, lambda pool: wait_until(finished(pool, 1)))
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.FAILED
+    assert "KeyError" in job.last_error
+    assert "no such record r1" in job.last_error
+    assert "Traceback" in job.last_error
+
+
+def test_bad_job_does_not_stop_workers(tmp_path: Path) -> None:
+    """After a job fails, the consumer goes on with the next ones."""
+    async def picky(payload: str) -> str:
+        if payload == "bad":
+            raise ValueError("bad payload")
+        return payload
+
+    pool = WorkerPool(make_config(tmp_path, **{"consumer.n_tries": 1}), consumer_function=picky)
+    pool.store.put_many(["a", "bad", "b", "c"])
+    run_pool(pool, lambda pool: wait_until(finished(pool, 4)))
+
+    counts = pool_store(tmp_path).counts()
+    assert counts[JobState.DONE] == 3
+    assert counts[JobState.FAILED] == 1
+
+
+def test_retry_backoff_delays_job(tmp_path: Path) -> None:
+    """With retry_backoff, a failed attempt makes the job available only after the delay."""
+    async def fail(payload: str) -> None:
+        raise RuntimeError("try later")
+
+    config = make_config(tmp_path, **{"consumer.retry_backoff": 30, "consumer.n_tries": 3})
+    pool = WorkerPool(config, consumer_function=fail)
+    job_id = pool.store.put("x")
+
+    async def scenario(pool: WorkerPool) -> None:
+        await wait_until(lambda: pool.store.get(job_id).attempts == 1
+                         and pool.store.get(job_id).state == JobState.QUEUED)
+
+    before = time.time()
+    run_pool(pool, scenario)
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.QUEUED
+    assert job.attempts == 1
+    assert before + 15 <= job.available_at <= time.time() + 30
+
+
+def test_stop_hands_back_running_job(tmp_path: Path) -> None:
+    """A job still running when the grace period ends goes back to queued, its attempt unused."""
+    started = asyncio.Event()
+
+    async def long_job(payload: str) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    config = make_config(tmp_path, **{"general.shutdown_grace": 0.5})
+    pool = WorkerPool(config, consumer_function=long_job)
+    job_id = pool.store.put("long")
+
+    async def main() -> float:
+        await pool.start()
+        await asyncio.wait_for(started.wait(), 10)
+        begin = time.monotonic()
+        await pool.stop()
+        return time.monotonic() - begin
+
+    stop_s = asyncio.run(main())
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.QUEUED
+    assert job.attempts == 0
+    assert stop_s < 5
+
+
+def test_stop_lets_job_finish_within_grace(tmp_path: Path) -> None:
+    """A job that ends within the grace period is done, not handed back."""
+    started = asyncio.Event()
+
+    async def short_job(payload: str) -> str:
+        started.set()
+        await asyncio.sleep(0.3)
+        return "finished"
+
+    pool = WorkerPool(make_config(tmp_path, **{"general.shutdown_grace": 5}), consumer_function=short_job)
+    job_id = pool.store.put("short")
+
+    async def main() -> None:
+        await pool.start()
+        await asyncio.wait_for(started.wait(), 10)
+        await pool.stop()
+        await pool.stop()  # stop is idempotent
+
+    asyncio.run(main())
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.DONE
+    assert job.result == "finished"
+
+
+def test_scale_changes_worker_counts(tmp_path: Path) -> None:
+    """scale() starts and stops workers until the requested numbers run."""
+    async def noop(payload: str) -> None:
+        return None
+
+    pool = WorkerPool(make_config(tmp_path), consumer_function=noop, producer_function=lambda: None)
+
+    async def scenario(pool: WorkerPool) -> None:
+        await pool.scale(n_prod=2, n_cons=4)
+        assert [worker.running for worker in pool.consumers] == [True] * 4
+        assert len(pool.producers) == 2
+        removed = pool.consumers[1:]
+        await pool.scale(n_cons=1)
+        assert len(pool.consumers) == 1
+        assert not any(worker.running for worker in removed)
+        with pytest.raises(ValueError, match="n_cons"):
+            await pool.scale(n_cons=-1)
+
+    run_pool(pool, scenario)
+
+
+def test_pause_stops_claims(tmp_path: Path) -> None:
+    """Paused consumers claim nothing; resumed ones drain the queue."""
+    async def noop(payload: str) -> None:
+        return None
+
+    pool = WorkerPool(make_config(tmp_path), consumer_function=noop)
+
+    async def scenario(pool: WorkerPool) -> None:
+        pool.pause("consumer")
+        await asyncio.sleep(0.1)  # let a turn in progress end
+        pool.store.put_many(["a", "b"])
+        await asyncio.sleep(0.5)
+        assert pool.counts()[JobState.QUEUED] == 2
+        assert pool.consumers[0].state == "paused"
+        pool.resume("consumer")
+        await wait_until(finished(pool, 2))
+
+    run_pool(pool, scenario)
+
+
+def test_producer_puts_function_output(tmp_path: Path) -> None:
+    """A producer puts each str its function returns, and a list as several jobs."""
+    batches = iter([["a", "b"], "c", None])
+
+    def produce() -> object:
+        return next(batches, None)
+
+    async def noop(payload: str) -> None:
+        return None
+
+    config = make_config(tmp_path, **{"general.n_prod": 1, "general.n_cons": 0})
+    pool = WorkerPool(config, consumer_function=noop, producer_function=produce)
+    run_pool(pool, lambda pool: wait_until(lambda: pool.counts()[JobState.QUEUED] == 3))
+
+    payloads = sorted(job.payload for job in pool_store(tmp_path).jobs())
+    assert payloads == ["a", "b", "c"]
+
+
+def test_producer_bad_return_counted(tmp_path: Path) -> None:
+    """A producer function returning a wrong type counts an error and the producer goes on."""
+    async def produce() -> object:
+        return 42
+
+    config = make_config(tmp_path, **{"general.n_prod": 1, "general.n_cons": 0})
+    pool = WorkerPool(config, consumer_function=lambda payload: None, producer_function=produce)
+    producers = []
+
+    async def scenario(pool: WorkerPool) -> None:
+        producers.extend(pool.producers)
+        await wait_until(lambda: producers[0].errors >= 2)
+
+    run_pool(pool, scenario)
+
+    assert pool_store(tmp_path).counts()[JobState.QUEUED] == 0
+    assert "got int: 42" in producers[0].last_error
+
+
+def test_payloads_of_rejects_non_str() -> None:
+    """payloads_of accepts None, a str or a list of str, and names the bad value otherwise."""
+    assert payloads_of(None) == []
+    assert payloads_of("a") == ["a"]
+    assert payloads_of(["a", "b"]) == ["a", "b"]
+    with pytest.raises(TypeError, match="got int: 3"):
+        payloads_of(["a", 3])
+
+
+def test_execute_function_rejects_non_callable(tmp_path: Path) -> None:
+    """execute_function raises TypeError naming a value that is not callable."""
+    async def main() -> None:
+        pool = WorkerPool(make_config(tmp_path))
+        await pool.start()
+        try:
+            with pytest.raises(TypeError, match="got str"):
+                Consumer(pool.bridge, pool.config).execute_function("not a function")
+        finally:
+            await pool.stop()
+
+    asyncio.run(main())
+
+
+def test_worker_registry_shows_workers(tmp_path: Path) -> None:
+    """Started workers appear in the registry, and as stopped after the pool stops."""
+    pool = WorkerPool(make_config(tmp_path, **{"general.n_cons": 2}), consumer_function=lambda p: None)
+
+    async def scenario(pool: WorkerPool) -> None:
+        await wait_until(lambda: len(pool.store.workers()) == 3)
+
+    run_pool(pool, scenario)
+
+    records = pool_store(tmp_path).workers()
+    assert sorted(record.kind for record in records) == ["cleaner", "consumer", "consumer"]
+    assert {record.state for record in records} == {"stopped"}
+    assert {record.pid for record in records} == {os.getpid()}
+
+
+def test_cleaner_recovers_expired_lease(tmp_path: Path) -> None:
+    """The cleaner requeues a job whose lease expired, keeping the attempt it used."""
+    async def main() -> None:
+        pool = WorkerPool(make_config(tmp_path, **{"general.n_cons": 0}))
+        await pool.start()
+        try:
+            job_id = pool.store.put("orphan")
+            pool.store.claim(lease_s=0.1, worker_id="gone", max_attempts=3)
+            await asyncio.sleep(0.2)
+            cleaner = Cleaner(pool.bridge, pool.config)
+            await cleaner.run_once()
+            job = pool.store.get(job_id)
+            assert job.state == JobState.QUEUED
+            assert job.attempts == 1
+            assert "lease expired" in job.last_error
+        finally:
+            await pool.stop()
+
+    asyncio.run(main())
+
+
+def pool_store(tmp_path: Path):
+    """Open the test queue again, after the pool closed its own store."""
+    from persistentq.store.sqlite import PersistentQSQLite
+
+    return PersistentQSQLite(tmp_path / "queue.sqlite3")
