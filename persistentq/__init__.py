@@ -12,50 +12,50 @@
     asyncio.run(pool.run(duration_s=5))
 """
 
-from .config import Config, config_from_dict, load_config
-from .errors import (
-    ConfigError,
-    InvalidStateError,
-    JobNotFoundError,
-    JobTimeoutError,
-    PayloadTooLargeError,
-    PermanentJobError,
-    PersistentQError,
-    StoreError,
-    WorkerProcessError,
-)
-from .files import FilePipeline
-from .pool import WorkerPool
-from .store import Job, JobState, PersistentQSQLite, PersistentQStore
-from .store.bridge import AsyncStore
-from .workers.base import PersistentQInterface, WorkerState
-from .workers.cleaner import Cleaner
-from .workers.consumer import Consumer
-from .workers.producer import Producer
+import importlib
+from typing import Any
 
-__all__ = [
-    "AsyncStore",
-    "Cleaner",
-    "Config",
-    "ConfigError",
-    "Consumer",
-    "FilePipeline",
-    "InvalidStateError",
-    "Job",
-    "JobNotFoundError",
-    "JobState",
-    "JobTimeoutError",
-    "PayloadTooLargeError",
-    "PermanentJobError",
-    "PersistentQError",
-    "PersistentQInterface",
-    "PersistentQSQLite",
-    "PersistentQStore",
-    "Producer",
-    "StoreError",
-    "WorkerPool",
-    "WorkerProcessError",
-    "WorkerState",
-    "config_from_dict",
-    "load_config",
-]
+# Where each public name lives. They are imported on first use, so a child
+# process that runs sync functions, or `basic --help`, starts without loading
+# the whole package.
+_EXPORTS = {
+    "AsyncStore": "persistentq.store.bridge",
+    "Cleaner": "persistentq.workers.cleaner",
+    "Config": "persistentq.config",
+    "ConfigError": "persistentq.errors",
+    "Consumer": "persistentq.workers.consumer",
+    "FilePipeline": "persistentq.files",
+    "InvalidStateError": "persistentq.errors",
+    "Job": "persistentq.store.base",
+    "JobNotFoundError": "persistentq.errors",
+    "JobState": "persistentq.store.base",
+    "JobTimeoutError": "persistentq.errors",
+    "PayloadTooLargeError": "persistentq.errors",
+    "PermanentJobError": "persistentq.errors",
+    "PersistentQError": "persistentq.errors",
+    "PersistentQInterface": "persistentq.workers.base",
+    "PersistentQSQLite": "persistentq.store.sqlite",
+    "PersistentQStore": "persistentq.store.base",
+    "Producer": "persistentq.workers.producer",
+    "StoreError": "persistentq.errors",
+    "WorkerPool": "persistentq.pool",
+    "WorkerProcessError": "persistentq.errors",
+    "WorkerState": "persistentq.workers.base",
+    "config_from_dict": "persistentq.config",
+    "load_config": "persistentq.config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'persistentq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
