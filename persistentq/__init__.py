@@ -25,6 +25,7 @@ _EXPORTS = {
     "ConfigError": "persistentq.errors",
     "Consumer": "persistentq.workers.consumer",
     "FilePipeline": "persistentq.files",
+    "InvalidPayloadError": "persistentq.errors",
     "InvalidStateError": "persistentq.errors",
     "Job": "persistentq.store.base",
     "JobNotFoundError": "persistentq.errors",

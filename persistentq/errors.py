@@ -15,7 +15,11 @@ class StoreError(PersistentQError):
     """The queue database cannot be used (version too old, network filesystem, driver failure)."""
 
 
-class PayloadTooLargeError(PersistentQError, ValueError):
+class InvalidPayloadError(PersistentQError, ValueError):
+    """A payload cannot be stored as given."""
+
+
+class PayloadTooLargeError(InvalidPayloadError):
     """A payload is longer than the store accepts."""
 
 

@@ -55,7 +55,7 @@ FINISHED_STATES = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
 class OutcomeKind(str, enum.Enum):
-    """What an attempt ended with."""
+    """The end of an attempt."""
 
     ACK = "ack"
     RETRY = "retry"
@@ -194,7 +194,7 @@ class PersistentQStore(ABC):
     def renew(self, leases: Sequence[tuple[int, str]], *, lease_s: float) -> list[bool]:
         """Extend the leases of running jobs by `lease_s` from now, in one commit.
 
-        Returns False for a (job id, token) pair that no longer holds its job.
+        Returns False for a (job id, token) pair whose token is no longer the job's.
         """
 
     @abstractmethod

@@ -88,7 +88,15 @@ class AsyncStore:
         key = _ClaimKey(queue, lease_s, max_attempts)
         self._pending.claims.setdefault(key, []).append(future)
         self._schedule()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The job may have arrived just before the cancellation: hand it back.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                job = future.result()
+                if job is not None:
+                    self.settle(Outcome(OutcomeKind.RELEASE, job.id, job.lease_token))
+            raise
 
     def settle(self, outcome: Outcome) -> asyncio.Future:
         """Queue an outcome for the next grouped commit.

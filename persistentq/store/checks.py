@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import PayloadTooLargeError, StoreError
+from ..errors import InvalidPayloadError, PayloadTooLargeError, StoreError
 from .base import MAX_PAYLOAD_BYTES
 
 # Filesystem types whose locking SQLite's WAL mode cannot rely on, because
@@ -18,10 +18,17 @@ NETWORK_FILESYSTEMS = frozenset({
 
 
 def check_payload(payload: object) -> None:
-    """Raise TypeError for a non-str payload and PayloadTooLargeError above the limit."""
+    """Raise TypeError for a non-str payload, InvalidPayloadError for one that is not
+    valid Unicode, and PayloadTooLargeError above the limit."""
     if not isinstance(payload, str):
         raise TypeError(f"a payload must be a str, got {type(payload).__name__}: {payload!r:.80}")
-    size = len(payload.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(payload.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidPayloadError(
+            f"payload has a character that is not valid Unicode text ({exc.reason} at "
+            f"position {exc.start}); encode binary data as text, for example with base64"
+        ) from None
     if size > MAX_PAYLOAD_BYTES:
         raise PayloadTooLargeError(
             f"payload of {size} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes (1 MiB); "

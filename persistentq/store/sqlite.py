@@ -67,9 +67,9 @@ _OUTCOME_SQL = {
 
 def _require_sqlite_version() -> None:
     if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
-        wanted = ".".join(map(str, MIN_SQLITE_VERSION))
+        required = ".".join(map(str, MIN_SQLITE_VERSION))
         raise StoreError(
-            f"SQLite {sqlite3.sqlite_version} is too old: persistentq needs {wanted} or newer "
+            f"SQLite {sqlite3.sqlite_version} is too old: persistentq needs {required} or newer "
             "for UPDATE ... RETURNING; use a Python built against a newer SQLite"
         )
 
@@ -123,7 +123,7 @@ class PersistentQSQLite(PersistentQStore):
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
-                raise StoreError(f"{self.path}: SQLite refused WAL mode (journal_mode is {mode})")
+                raise StoreError(f"{self.path}: SQLite could not switch to WAL mode (journal_mode is {mode})")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
         except BaseException:
             conn.close()
@@ -222,15 +222,16 @@ class PersistentQSQLite(PersistentQStore):
         now = time.time()
         row = (queue, payload, priority, now, now + delay_s, unique_key)
 
-        def insert(conn: sqlite3.Connection) -> int:
+        def insert(conn: sqlite3.Connection) -> tuple[int, bool]:
             if unique_key is not None:
                 found = conn.execute(sql.FIND_ACTIVE_UNIQUE, (queue, unique_key)).fetchone()
                 if found is not None:
-                    return found[0]
-            return conn.execute(sql.INSERT_JOB, row).lastrowid
+                    return found[0], False
+            return conn.execute(sql.INSERT_JOB, row).lastrowid, True
 
-        job_id = self._transaction(insert)
-        self._notify_put(queue)
+        job_id, inserted = self._transaction(insert)
+        if inserted:
+            self._notify_put(queue)
         return job_id
 
     def put_many(
@@ -250,8 +251,8 @@ class PersistentQSQLite(PersistentQStore):
         rows = [(queue, payload, priority, now, now + delay_s, None) for payload in payloads]
 
         def insert(conn: sqlite3.Connection) -> list[int]:
-            # The rows get consecutive ids: each new id is the largest id plus
-            # one, and the write lock is held from the first insert to the last.
+            # The rows get consecutive ids: each new id is one more than the
+            # last one handed out, and the write lock is held from the first insert to the last.
             conn.executemany(sql.INSERT_JOB, rows)
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             return list(range(last - len(rows) + 1, last + 1))
@@ -346,8 +347,8 @@ class PersistentQSQLite(PersistentQStore):
         states = {job_id: JobState(state) for job_id, state in rows}
         missing = sorted(set(job_ids) - states.keys())
         if missing:
-            shown = ", ".join(map(str, missing[:10]))
-            raise JobNotFoundError(f"no job with id {shown} in {self.path}")
+            listed = ", ".join(map(str, missing[:10]))
+            raise JobNotFoundError(f"no job with id {listed} in {self.path}")
         return states
 
     def cancel(self, job_ids: Iterable[int]) -> int:

@@ -10,8 +10,9 @@ from __future__ import annotations
 SCHEMA_VERSION = 1
 
 CREATE_SCHEMA = """
+-- AUTOINCREMENT: ids of purged jobs are never handed out again.
 CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
     payload TEXT NOT NULL,
     state TEXT NOT NULL,

@@ -35,7 +35,7 @@ _numbers: dict[str, itertools.count] = {}
 
 
 class WorkerState(str, enum.Enum):
-    """What a worker is doing, as the registry and the front ends show it."""
+    """The activity of a worker, as the registry and the front ends show it."""
 
     CREATED = "created"
     RUNNING = "running"
@@ -152,7 +152,7 @@ class PersistentQInterface(ABC):
         task = self._task
         if task is not None and not task.done():
             self._set_state(WorkerState.STOPPING)
-            # A worker between turns ends as soon as it sees the stop, so only a turn needs grace.
+            # A worker between turns ends as soon as the stop event is set, so only a turn needs grace.
             timeout_s = grace_s if self._in_turn else None
             hurry = asyncio.ensure_future(self._hurry.wait())
             done, _ = await asyncio.wait({task, hurry}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -188,7 +188,7 @@ class PersistentQInterface(ABC):
             await self.sleep(self.next_wait_s())
 
     async def sleep(self, seconds: float) -> None:
-        """Wait `seconds`, or less when the worker is told to stop."""
+        """Wait `seconds`, or less when the worker stops."""
         if seconds <= 0:
             await asyncio.sleep(0)
             return
