@@ -74,26 +74,24 @@ class WorkerPool:
         producer_function: JobFunction | None,
         hooks: JobHooks | None,
     ) -> tuple[JobFunction, JobFunction, JobHooks]:
-        """Pick each side's function: the argument, else config's module:function, else the pipeline."""
-        consumer_spec = self.config.consumer.function
-        producer_spec = self.config.producer.function
-        search_dir = self.config.source.parent if self.config.source else Path.cwd()
-        if consumer_function is not None:
-            consumer = check_function(consumer_function)
-        elif consumer_spec:
-            consumer = load_function(consumer_spec, key="consumer.function", search_dir=search_dir)
-        else:
-            consumer = self.pipeline.process
-        if producer_function is not None:
-            producer = check_function(producer_function)
-        elif producer_spec:
-            producer = load_function(producer_spec, key="producer.function", search_dir=search_dir)
-        else:
-            producer = self.pipeline.produce
+        """Pick each side's function and the consumer's job hooks."""
+        consumer = self._function(consumer_function, "consumer.function", self.pipeline.process)
+        producer = self._function(producer_function, "producer.function", self.pipeline.produce)
         if hooks is None:
-            custom = consumer_function is not None or bool(consumer_spec)
+            custom = consumer_function is not None or bool(self.config.consumer.function)
             hooks = NoHooks() if custom else self.pipeline
         return consumer, producer, hooks
+
+    def _function(self, given: JobFunction | None, key: str, default: JobFunction) -> JobFunction:
+        """Return `given`, else the config's module:function at `key`, else the pipeline's `default`."""
+        if given is not None:
+            return check_function(given)
+        section, name = key.split(".")
+        spec = getattr(getattr(self.config, section), name)
+        if not spec:
+            return default
+        search_dir = self.config.source.parent if self.config.source else Path.cwd()
+        return load_function(spec, key=key, search_dir=search_dir)
 
     @property
     def store(self) -> PersistentQStore:
