@@ -120,7 +120,7 @@ async def _run_pool(config: Config, duration_s: float | None) -> None:
 @config_option
 @handle_errors
 def status(config_path: Path | None) -> None:
-    """Show the number of jobs in each state, and the registered workers."""
+    """Show jobs per state and the registered workers."""
     config, store = open_queue(config_path)
     with store:
         counts = store.counts(queue=config.general.queue)
@@ -184,7 +184,7 @@ def _job_row(job: Job) -> list[object]:
 @handle_errors
 def enqueue(config_path: Path | None, payloads: Sequence[str], from_stdin: bool, priority: int,
             delay: float, unique_key: str | None) -> None:
-    """Put jobs with the given payloads on the queue and print their ids."""
+    """Put jobs on the queue and print their ids."""
     payloads = list(payloads)
     if from_stdin:
         payloads += [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -208,7 +208,10 @@ def enqueue(config_path: Path | None, payloads: Sequence[str], from_stdin: bool,
 @click.argument("job_ids", nargs=-1, type=int, required=True)
 @handle_errors
 def cancel(config_path: Path | None, job_ids: Sequence[int]) -> None:
-    """Cancel queued jobs; jobs in other states are left as they are."""
+    """Cancel queued jobs.
+
+    Jobs in other states are left as they are.
+    """
     _, store = open_queue(config_path)
     with store:
         cancelled = store.cancel(job_ids)
@@ -223,7 +226,11 @@ def cancel(config_path: Path | None, job_ids: Sequence[int]) -> None:
 @click.option("--all-failed", is_flag=True, help="Requeue every failed job.")
 @handle_errors
 def retry(config_path: Path | None, job_ids: Sequence[int], all_failed: bool) -> None:
-    """Queue failed or cancelled jobs again, with their attempts back at 0."""
+    """Queue failed or cancelled jobs again.
+
+    Their attempts start again from 0. For file jobs, <name>.failed is renamed
+    back; a job whose file the cleaner already removed is rejected.
+    """
     if bool(job_ids) == all_failed:
         raise click.UsageError("give JOB_IDS or --all-failed, not both and not neither")
     config, store = open_queue(config_path)
