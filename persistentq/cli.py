@@ -84,9 +84,9 @@ def main() -> None:
 def run(config_path: Path | None, duration: float | None, log_level: str) -> None:
     """Run producers, consumers and the cleaner in the foreground.
 
-    Ctrl-C or SIGTERM stops taking new jobs, lets running jobs finish within
-    general.shutdown_grace seconds and hands the rest back to the queue; a
-    second Ctrl-C hands them back at once.
+    Ctrl-C or SIGTERM stops taking new jobs and lets running jobs finish within
+    general.shutdown_grace seconds. Jobs still running then go back to the
+    queue. A second Ctrl-C hands them back at once.
     """
     config = load_config(config_path)
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)

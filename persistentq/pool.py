@@ -82,10 +82,10 @@ class WorkerPool:
             hooks = NoHooks() if custom else self.pipeline
         return consumer, producer, hooks
 
-    def _function(self, given: JobFunction | None, key: str, default: JobFunction) -> JobFunction:
-        """Return `given`, else the config's module:function at `key`, else the pipeline's `default`."""
-        if given is not None:
-            return check_function(given)
+    def _function(self, argument: JobFunction | None, key: str, default: JobFunction) -> JobFunction:
+        """Return `argument`, else the config's module:function at `key`, else the pipeline's `default`."""
+        if argument is not None:
+            return check_function(argument)
         section, name = key.split(".")
         spec = getattr(getattr(self.config, section), name)
         if not spec:
@@ -177,9 +177,9 @@ class WorkerPool:
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop every worker gracefully, then close what the pool opened. Idempotent.
 
-        Producers stop first so no new jobs arrive, then consumers get
-        `grace_s` seconds (general.shutdown_grace by default) to finish; jobs
-        still running then go back to the queue without using up an attempt.
+        Producers stop first so no new jobs arrive. Consumers then get
+        `grace_s` seconds (general.shutdown_grace by default) to finish, and
+        jobs still running after that go back to the queue without using up an attempt.
         Each consumer keeps renewing its lease while it drains, or the lease
         could expire under a job that is still running. Store writes come
         last, so every outcome is committed before the store closes.

@@ -20,9 +20,9 @@ async def call_with_limit(
     """Return `function(payload)`, stopped with JobTimeoutError after `timeout_s` seconds.
 
     A coroutine is cancelled at the limit. A plain def runs in one of the
-    runner's child processes, which is killed at the limit; with `sync_mode`
-    "thread" it runs in a thread instead, and a thread cannot be stopped, so
-    the call is abandoned at the limit while the thread runs on.
+    runner's child processes, which is killed at the limit. With `sync_mode`
+    "thread" it runs in a thread instead. A thread cannot be stopped, so the
+    call is abandoned at the limit while the thread runs on.
     """
     if is_async(function):
         return await _await_with_limit(function(payload), timeout_s)
