@@ -46,7 +46,7 @@ class WorkerPool:
         hooks: JobHooks | None = None,
     ) -> None:
         self.config = config
-        self.pipeline = FilePipeline(config.general.primary_path)
+        self.pipeline = FilePipeline.for_config(config)
         self.consumer_function, self.producer_function, self.hooks = self._functions(
             consumer_function, producer_function, hooks
         )

@@ -24,7 +24,7 @@ def hooks_for(config: Config) -> JobHooks:
     """Return the job hooks of the configured consumer: the file pipeline's by default."""
     if config.consumer.function:
         return NoHooks()
-    return FilePipeline(config.general.primary_path)
+    return FilePipeline.for_config(config)
 
 
 def requeue_jobs(store: PersistentQStore, config: Config, job_ids: Iterable[int]) -> RequeueResult:

@@ -142,16 +142,42 @@ def test_file_job_writes_output(tmp_path: Path) -> None:
         assert output.read_text().startswith((tmp_path / job.payload).read_text().upper())
 
 
-def test_unsafe_payload_fails_at_once(tmp_path: Path) -> None:
-    """A payload that would leave primary_path fails on its first attempt, with the reason."""
-    pool = WorkerPool(make_config(tmp_path, **{"consumer.n_tries": 3}))
-    job_id = pool.store.put("../outside")
-    run_pool(pool, lambda pool: wait_until(finished(pool, 1)))
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("../outside", "without path separators"),
+        ("/etc/passwd", "without path separators"),
+        ("..", "not '..'"),
+        ("queue.sqlite3", "file of the queue itself"),
+        ("queue.sqlite3-wal", "file of the queue itself"),
+        ("earlier.out", "pipeline's own files"),
+        (".hidden", "hidden names"),
+        ("x" * 300, "longer than 255 bytes"),
+        ("subdir", "not a regular file"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_bad_file_payload_fails_at_once(tmp_path: Path, payload: str, reason: str) -> None:
+    """A payload that names no input file fails on its first attempt, and no file is touched."""
+    config = make_config(tmp_path, **{"consumer.n_tries": 3, "cleaner.interval": 0.05})
+    (tmp_path / "subdir").mkdir()
+    (tmp_path / "earlier.out").write_text("an output")
+    pool = WorkerPool(config)
+    job_id = pool.store.put(payload)
+    before = sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith("queue"))
+
+    async def scenario(pool: WorkerPool) -> None:
+        await wait_until(finished(pool, 1))
+        await asyncio.sleep(0.2)  # a few cleaner sweeps
+
+    run_pool(pool, scenario)
 
     job = pool_store(tmp_path).get(job_id)
     assert job.state == JobState.FAILED
     assert job.attempts == 1
-    assert "not a plain file name" in job.last_error
+    assert reason in job.last_error
+    assert sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith("queue")) == before
+    assert (tmp_path / "queue.sqlite3").is_file()
 
 
 def test_permanent_error_skips_retries(tmp_path: Path) -> None:
@@ -244,6 +270,59 @@ def test_bad_job_does_not_stop_workers(tmp_path: Path) -> None:
     counts = pool_store(tmp_path).counts()
     assert counts[JobState.DONE] == 3
     assert counts[JobState.FAILED] == 1
+
+
+@pytest.mark.parametrize("exception", [SystemExit(3), KeyboardInterrupt()], ids=["SystemExit", "KeyboardInterrupt"])
+def test_base_exception_fails_attempt_only(tmp_path: Path, exception: BaseException) -> None:
+    """SystemExit or KeyboardInterrupt from a job function fails that attempt; the pool goes on."""
+    async def leave(payload: str) -> str:
+        if payload == "leave":
+            raise exception
+        return payload
+
+    pool = WorkerPool(make_config(tmp_path, **{"consumer.n_tries": 1}), consumer_function=leave)
+    pool.store.put_many(["leave", "stay"])
+    run_pool(pool, lambda pool: wait_until(finished(pool, 2)))
+
+    jobs = {job.payload: job for job in pool_store(tmp_path).jobs()}
+    assert jobs["leave"].state == JobState.FAILED
+    assert type(exception).__name__ in jobs["leave"].last_error
+    assert jobs["stay"].state == JobState.DONE
+
+
+def test_unprintable_result_fails_attempt(tmp_path: Path) -> None:
+    """A result whose str() raises fails the attempt with that error, not with a lost lease."""
+    class Unprintable:
+        def __str__(self) -> str:
+            raise ValueError("cannot print me")
+
+    async def odd(payload: str) -> object:
+        return Unprintable()
+
+    pool = WorkerPool(make_config(tmp_path, **{"consumer.n_tries": 1}), consumer_function=odd)
+    job_id = pool.store.put("x")
+    run_pool(pool, lambda pool: wait_until(finished(pool, 1)))
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.FAILED
+    assert "cannot print me" in job.last_error
+
+
+def test_thread_mode_limit_does_not_hold_exit(tmp_path: Path) -> None:
+    """In thread mode, an attempt past n_time is abandoned and asyncio.run returns without waiting for it."""
+    config = make_config(tmp_path, **{
+        "consumer.sync_mode": "thread", "consumer.n_time": 1, "consumer.n_tries": 1,
+    })
+    pool = WorkerPool(config, consumer_function=block_past_limit)
+    job_id = pool.store.put("slow")
+    started = time.monotonic()
+    run_pool(pool, lambda pool: wait_until(finished(pool, 1), timeout_s=15))
+    elapsed = time.monotonic() - started
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.FAILED
+    assert "abandoned" in job.last_error
+    assert elapsed < 10, f"asyncio.run returned only after {elapsed:.1f} s"
 
 
 def test_retry_backoff_delays_job(tmp_path: Path) -> None:

@@ -179,7 +179,9 @@ class PersistentQInterface(ABC):
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                # Raised from user code in a task, these two would otherwise escape
+                # the event loop and end every worker of the process.
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("%s: turn failed, going on: %s", self.id, self.last_error)

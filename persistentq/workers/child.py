@@ -60,7 +60,12 @@ def write_frame(stream: BinaryIO, body: bytes) -> None:
 def main() -> None:
     """Serve calls from the parent until stdin reaches end of file."""
     protocol_in, protocol_out = _take_standard_streams()
+    # The parent decides what happens to a running call on Ctrl-C or SIGTERM
+    # (sent to the whole process group by terminals and service managers), and
+    # kills this process itself when the call must not finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGTERM") and sys.platform != "win32":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     if not _handshake(protocol_in, protocol_out):
         return

@@ -72,14 +72,16 @@ class Consumer(PersistentQInterface):
             self._renew_lease(job), name=f"{self.id} lease of job {job.id}"
         )
         try:
-            result = await self._call(job)
+            result = _result_text(await self._call(job))
         except asyncio.CancelledError:
             # Stopped past the grace period: hand the job back without using up
             # its attempt. The write is shielded so the cancellation cannot drop it.
             await asyncio.shield(self._settle(Outcome(OutcomeKind.RELEASE, job.id, job.lease_token)))
             log.info("%s: job %d handed back to the queue", self.id, job.id)
             raise
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            # SystemExit and KeyboardInterrupt raised by a job function end that
+            # attempt, not the process that runs every other worker.
             await self._record_failure(job, exc)
         else:
             await self._record_success(job, result)
@@ -99,15 +101,14 @@ class Consumer(PersistentQInterface):
             runner=self.runner,
         )
 
-    async def _record_success(self, job: ClaimedJob, result: object) -> None:
-        text = None if result is None else str(result)
+    async def _record_success(self, job: ClaimedJob, text: str | None) -> None:
         outcome = Outcome(OutcomeKind.ACK, job.id, job.lease_token, worker_id=self.id, result=text)
         if await asyncio.shield(self._settle(outcome)):
             self.successes += 1
             log.info("%s: job %d done (attempt %d)%s", self.id, job.id, job.attempts,
                      f": {text}" if text else "")
 
-    async def _record_failure(self, job: ClaimedJob, exc: Exception) -> None:
+    async def _record_failure(self, job: ClaimedJob, exc: BaseException) -> None:
         self.errors += 1
         settings = self.config.consumer
         error = _error_text(exc)
@@ -155,6 +156,11 @@ class Consumer(PersistentQInterface):
             if not renewed[0]:
                 log.warning("%s: lost the lease of job %d; its outcome will be rejected", self.id, job.id)
                 return
+
+
+def _result_text(result: object) -> str | None:
+    """Return a function's result as the job's result text; None stays None."""
+    return None if result is None else str(result)
 
 
 def _error_text(exc: BaseException) -> str:
