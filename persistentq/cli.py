@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 import signal
 import sys
 import time
@@ -21,7 +23,7 @@ from typing import Any
 import click
 
 from .config import Config, load_config
-from .errors import ConfigError, PersistentQError
+from .errors import ConfigError, PersistentQError, StoreError
 from .pool import WorkerPool
 from .requeue import requeue_jobs
 from .store.base import FINISHED_STATES, Job, JobState, PersistentQStore
@@ -33,6 +35,31 @@ log = logging.getLogger("persistentq.cli")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 STATE_NAMES = [state.value for state in JobState]
 FINISHED_NAMES = [state.value for state in FINISHED_STATES]
+
+MAX_ID = 2**63 - 1
+JOB_ID = click.IntRange(min=1, max=MAX_ID)
+PRIORITY = click.IntRange(min=-MAX_ID, max=MAX_ID)
+STALE_STOPPED_S = 600  # `status` lists stopped workers for this long after they stop
+
+
+class Seconds(click.ParamType):
+    """A finite number of seconds, >= 0 (or > 0 with `positive`)."""
+
+    name = "seconds"
+
+    def __init__(self, *, positive: bool = False) -> None:
+        self.positive = positive
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds < 0 or (self.positive and seconds == 0):
+            bound = "> 0" if self.positive else ">= 0"
+            self.fail(f"{value!r} must be a finite number of seconds {bound}", param, ctx)
+        return seconds
+
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -57,9 +84,20 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def open_queue(config_path: Path | None) -> tuple[Config, PersistentQStore]:
-    """Load the config and open its store, for the management commands."""
+def open_queue(config_path: Path | None, *, create: bool = False) -> tuple[Config, PersistentQStore]:
+    """Load the config and open its store, for the management commands.
+
+    Without `create`, a queue database that does not exist yet is an error,
+    so a command run from the wrong folder does not report an empty queue.
+    """
     config = load_config(config_path)
+    database = config.database_path
+    if not create and database is not None and not database.exists():
+        source = f"config {config.source}" if config.source else "the built-in defaults (no config.yaml here)"
+        raise StoreError(
+            f"no queue at {database}, the database of {source}; pass --config with the config "
+            "of your queue, or start one with basic run or basic enqueue"
+        )
     return config, open_store(config)
 
 
@@ -76,7 +114,7 @@ def main() -> None:
 
 @main.command()
 @config_option
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--duration", type=Seconds(positive=True), default=None,
               metavar="SECONDS", help="Stop after this many seconds. Default: run until Ctrl-C.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True, help="Lowest level of log lines shown.")
@@ -112,7 +150,11 @@ async def _run_pool(config: Config, duration_s: float | None) -> None:
             loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
         except (NotImplementedError, RuntimeError):
             pass  # No asyncio signal handlers on Windows; Ctrl-C then raises KeyboardInterrupt.
-    log.info("config: %s; primary_path %s", config.source or "built-in defaults", config.general.primary_path)
+    if config.source is None:
+        log.warning("no config file: using the built-in defaults, so files and the queue go to %s",
+                    config.general.primary_path)
+    else:
+        log.info("config %s; files and the queue in %s", config.source, config.general.primary_path)
     await pool.run(duration_s, stop=stop)
 
 
@@ -132,6 +174,8 @@ def status(config_path: Path | None) -> None:
         click.echo("no workers registered")
         return
     now = time.time()
+    stale = [w for w in workers if w.state == "stopped" and now - w.heartbeat_at > STALE_STOPPED_S]
+    workers = [worker for worker in workers if worker not in stale]
     rows = [
         [
             worker.id, worker.kind,
@@ -141,14 +185,17 @@ def status(config_path: Path | None) -> None:
         for worker in workers
     ]
     headers = ["worker", "kind", "state", "heartbeat", "runs", "successes", "errors"]
-    click.echo(format_table(headers, rows))
+    if rows:
+        click.echo(format_table(headers, rows))
+    if stale:
+        click.echo(f"and {len(stale)} workers that stopped more than {STALE_STOPPED_S // 60} minutes ago")
 
 
 @main.command()
 @config_option
 @click.option("--state", type=click.Choice(STATE_NAMES), default=None, help="Only jobs in this state.")
 @click.option("--search", default=None, help="Only jobs whose payload contains this text.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--limit", type=click.IntRange(min=1, max=1_000_000), default=20, show_default=True,
               help="Number of jobs shown, newest first.")
 @handle_errors
 def jobs(config_path: Path | None, state: str | None, search: str | None, limit: int) -> None:
@@ -169,15 +216,15 @@ def _job_row(job: Job) -> list[object]:
     last_line = (outcome or "").strip().splitlines()[-1:] or [""]
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
     return [job.id, job.state.value, job.attempts, job.priority, created,
-            _shorten(job.payload, 40), _shorten(last_line[0], 60)]
+            _shorten(job.payload, 40, keep_end=True), _shorten(last_line[0], 60)]
 
 
 @main.command()
 @config_option
 @click.argument("payloads", nargs=-1)
 @click.option("--stdin", "from_stdin", is_flag=True, help="Also read one payload per line from stdin.")
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
-@click.option("--delay", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+@click.option("--priority", type=PRIORITY, default=0, show_default=True, help="Higher runs first.")
+@click.option("--delay", type=Seconds(), default=0.0, metavar="SECONDS",
               help="Seconds before the job may be claimed.")
 @click.option("--unique-key", default=None,
               help="Skip the put while a queued or running job has this key (one payload only).")
@@ -187,16 +234,20 @@ def enqueue(config_path: Path | None, payloads: Sequence[str], from_stdin: bool,
     """Put jobs on the queue and print their ids."""
     payloads = list(payloads)
     if from_stdin:
-        payloads += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        payloads += [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
     if not payloads:
         raise click.UsageError("give at least one PAYLOAD, or --stdin")
     if unique_key is not None and len(payloads) != 1:
         raise click.UsageError(f"--unique-key takes one payload, got {len(payloads)}")
-    config, store = open_queue(config_path)
+    config, store = open_queue(config_path, create=True)
     queue = config.general.queue
     with store:
         if unique_key is not None:
+            started = time.time()
             ids = [store.put(payloads[0], queue=queue, priority=priority, delay_s=delay, unique_key=unique_key)]
+            if store.get(ids[0]).created_at < started:
+                click.echo(f"job {ids[0]} with key {unique_key!r} is already queued or running; "
+                           "nothing added", err=True)
         else:
             ids = store.put_many(payloads, queue=queue, priority=priority, delay_s=delay)
     for job_id in ids:
@@ -205,7 +256,7 @@ def enqueue(config_path: Path | None, payloads: Sequence[str], from_stdin: bool,
 
 @main.command()
 @config_option
-@click.argument("job_ids", nargs=-1, type=int, required=True)
+@click.argument("job_ids", nargs=-1, type=JOB_ID, required=True)
 @handle_errors
 def cancel(config_path: Path | None, job_ids: Sequence[int]) -> None:
     """Cancel queued jobs.
@@ -214,15 +265,22 @@ def cancel(config_path: Path | None, job_ids: Sequence[int]) -> None:
     """
     _, store = open_queue(config_path)
     with store:
+        try:
+            before = {job_id: store.get(job_id).state for job_id in job_ids}
+        except PersistentQError as exc:
+            raise StoreError(f"{exc}; nothing was cancelled") from exc
         cancelled = store.cancel(job_ids)
-    click.echo(f"cancelled {cancelled} of {len(job_ids)} jobs")
-    if cancelled < len(job_ids):
-        click.echo("the others were not queued (see basic jobs)", err=True)
+    click.echo(f"cancelled {cancelled} of {len(set(job_ids))} jobs")
+    skipped = {job_id: state for job_id, state in before.items() if state != JobState.QUEUED}
+    for job_id, state in skipped.items():
+        click.echo(f"error: job {job_id} is {state}; only queued jobs can be cancelled", err=True)
+    if skipped:
+        sys.exit(1)
 
 
 @main.command()
 @config_option
-@click.argument("job_ids", nargs=-1, type=int)
+@click.argument("job_ids", nargs=-1, type=JOB_ID)
 @click.option("--all-failed", is_flag=True, help="Requeue every failed job.")
 @handle_errors
 def retry(config_path: Path | None, job_ids: Sequence[int], all_failed: bool) -> None:
@@ -250,7 +308,7 @@ def retry(config_path: Path | None, job_ids: Sequence[int], all_failed: bool) ->
 @config_option
 @click.option("--state", "states", type=click.Choice(FINISHED_NAMES), multiple=True,
               help="State to purge; repeat for several. Default: done, failed and cancelled.")
-@click.option("--older-than", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+@click.option("--older-than", type=Seconds(), default=0.0, metavar="SECONDS",
               show_default=True, help="Only jobs that finished more than this many seconds ago.")
 @handle_errors
 def purge(config_path: Path | None, states: Sequence[str], older_than: float) -> None:
@@ -286,6 +344,12 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days ago"
 
 
-def _shorten(text: str, width: int) -> str:
-    text = text.replace("\n", " ")
-    return text if len(text) <= width else text[: width - 3] + "..."
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _shorten(text: str, width: int, *, keep_end: bool = False) -> str:
+    """Cut `text` to `width` characters, with control characters (terminal escapes) shown escaped."""
+    text = _CONTROL.sub(lambda match: repr(match.group())[1:-1], text.replace("\n", " "))
+    if len(text) <= width:
+        return text
+    return "..." + text[-(width - 3):] if keep_end else text[: width - 3] + "..."

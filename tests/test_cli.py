@@ -68,7 +68,8 @@ def test_enqueue_unique_key(config_file: Path, store: PersistentQSQLite) -> None
     first = basic(config_file, "enqueue", "a", "--unique-key", "k")
     second = basic(config_file, "enqueue", "b", "--unique-key", "k")
 
-    assert first.output == second.output
+    assert first.stdout == second.stdout
+    assert "already queued or running; nothing added" in second.stderr
     assert store.counts()[JobState.QUEUED] == 1
 
 
@@ -133,12 +134,68 @@ def test_cancel_queued_job(config_file: Path, store: PersistentQSQLite) -> None:
     assert store.get(job_id).state == JobState.CANCELLED
 
 
-def test_cancel_unknown_job(config_file: Path) -> None:
-    """cancel of an id that does not exist exits 1 and names the id."""
-    result = basic(config_file, "cancel", "999")
+def test_cancel_unknown_job(config_file: Path, store: PersistentQSQLite) -> None:
+    """cancel of an id that does not exist exits 1, names the id and cancels nothing."""
+    job_id = store.put("a")
+    result = basic(config_file, "cancel", str(job_id), "999")
 
     assert result.exit_code == 1
     assert "999" in result.output
+    assert "nothing was cancelled" in result.output
+    assert store.get(job_id).state == JobState.QUEUED
+
+
+def test_cancel_failed_job_names_state(config_file: Path, store: PersistentQSQLite) -> None:
+    """cancel of a job that is not queued exits 1 and says which state it is in."""
+    job_id = fail_job(store, "done-for")
+    result = basic(config_file, "cancel", str(job_id))
+
+    assert result.exit_code == 1
+    assert f"job {job_id} is failed" in result.output
+    assert store.get(job_id).state == JobState.FAILED
+
+
+def test_status_without_queue_is_error(tmp_path: Path) -> None:
+    """status where no queue exists exits 1, names the path, and creates nothing."""
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("general:\n  primary_path: data\n")
+    result = basic(config_file, "status")
+
+    assert result.exit_code == 1
+    assert "no queue at" in result.output
+    assert not (tmp_path / "data" / "queue.sqlite3").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("enqueue", "a", "--delay", "nan"),
+        ("enqueue", "a", "--delay", "inf"),
+        ("enqueue", "a", "--priority", "99999999999999999999"),
+        ("cancel", "99999999999999999999"),
+        ("cancel", "0"),
+        ("jobs", "--limit", "0"),
+        ("purge", "--older-than", "-5"),
+        ("run", "--duration", "nan"),
+    ],
+)
+def test_out_of_range_options_are_usage_errors(config_file: Path, store: PersistentQSQLite, args) -> None:
+    """Options outside their range exit 2 with a usage message, and no job is put."""
+    result = basic(config_file, *args)
+
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.output
+    assert "Traceback" not in result.output
+    assert sum(store.counts().values()) == 0
+
+
+def test_jobs_escapes_control_characters(config_file: Path, store: PersistentQSQLite) -> None:
+    """jobs shows terminal escape characters in payloads escaped, never raw."""
+    store.put("red\x1b[31mtext\r")
+    result = basic(config_file, "jobs")
+
+    assert "\x1b" not in result.output
+    assert "\\x1b[31mtext\\r" in result.output
 
 
 def test_retry_renames_failed_file_back(config_file: Path, store: PersistentQSQLite) -> None:
@@ -165,7 +222,7 @@ def test_retry_rejects_cleaned_job(config_file: Path, store: PersistentQSQLite) 
     result = basic(config_file, "retry", str(job_id))
 
     assert result.exit_code == 1
-    assert "already removed by the cleaner" in result.output
+    assert "the cleaner removes the .failed files" in result.output
     assert store.get(job_id).state == JobState.FAILED
 
 

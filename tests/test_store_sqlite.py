@@ -395,3 +395,40 @@ def test_clip_keeps_end():
 def test_clip_leaves_short_text(text):
     """clip returns None and text of at most max_chars unchanged."""
     assert checks.clip(text, 8) == text
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"delay_s": float("nan")}, "delay_s must be a finite number"),
+        ({"delay_s": float("inf")}, "delay_s must be a finite number"),
+        ({"delay_s": -1}, "delay_s must be a finite number"),
+        ({"priority": 2**70}, "priority must be between"),
+    ],
+)
+def test_put_rejects_bad_options(tmp_path, options, message):
+    """put and put_many reject a delay or priority SQLite cannot store, and add nothing."""
+    store = PersistentQSQLite(tmp_path / "queue.sqlite3")
+    with pytest.raises(ValueError, match=message):
+        store.put("a", **options)
+    with pytest.raises(ValueError, match=message):
+        store.put_many(["a"], **options)
+
+    assert sum(store.counts().values()) == 0
+    store.close()
+
+
+def test_open_non_database_file(tmp_path):
+    """Opening a file that is not a SQLite database raises StoreError with the path and the fix."""
+    path = tmp_path / "config.yaml"
+    path.write_text("consumer:\n  n_tries: 3\n" * 100)
+
+    with pytest.raises(StoreError, match="is not a SQLite database.*set general.database"):
+        PersistentQSQLite(path)
+    assert path.read_text().startswith("consumer:")
+
+
+def test_open_directory_as_database(tmp_path):
+    """Opening a folder as the database raises StoreError saying a file is needed."""
+    with pytest.raises(StoreError, match="not a folder"):
+        PersistentQSQLite(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -72,3 +73,16 @@ def check_local_filesystem(database: Path) -> None:
             f"{database} is on a network filesystem ({fs_type}), where SQLite's WAL mode "
             "is unsafe; put the database on a local disk, or use PostgreSQL for several machines"
         )
+
+
+MAX_PRIORITY = 2**63 - 1
+
+
+def check_put_options(priority: int, delay_s: float) -> None:
+    """Raise TypeError or ValueError for a priority or delay that the queue cannot store."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, got {type(priority).__name__}: {priority!r:.40}")
+    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be between -(2**63 - 1) and 2**63 - 1, got {priority}")
+    if not (isinstance(delay_s, (int, float)) and math.isfinite(delay_s) and delay_s >= 0):
+        raise ValueError(f"delay_s must be a finite number of seconds >= 0, got {delay_s!r:.40}")

@@ -40,7 +40,7 @@ from .base import (
     Recovered,
     WorkerRecord,
 )
-from .checks import check_local_filesystem, check_payload, clip
+from .checks import check_local_filesystem, check_payload, check_put_options, clip
 from .frames import jobs_frame
 
 if TYPE_CHECKING:
@@ -74,6 +74,16 @@ def _require_sqlite_version() -> None:
         )
 
 
+def _database_error_message(path: Path, exc: sqlite3.DatabaseError) -> str:
+    message = str(exc)
+    if "not a database" in message:
+        return f"{path} is not a SQLite database ({message}); set general.database to a new file name"
+    if "unable to open" in message:
+        return (f"cannot open the queue database {path} ({message}); set general.database "
+                "to a file, not a folder, in a folder you can write")
+    return f"{path}: {message}"
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     message = str(exc)
     return "locked" in message or "busy" in message
@@ -94,7 +104,13 @@ class PersistentQSQLite(PersistentQStore):
         self._put_listeners: list[Callable[[str], None]] = []
         self._closed = False
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder of the queue database {self.path}: {exc.strerror}; "
+                "set general.database to a file in a folder you can write"
+            ) from exc
         check_local_filesystem(self.path)
         self._create_schema()
 
@@ -138,7 +154,7 @@ class PersistentQSQLite(PersistentQStore):
                 return operation()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
-                    raise StoreError(f"{self.path}: {exc}") from exc
+                    raise StoreError(_database_error_message(self.path, exc)) from exc
                 if time.monotonic() > deadline:
                     raise StoreError(
                         f"{self.path}: the database stayed locked for {LOCK_WAIT_S:.0f} s; "
@@ -146,6 +162,8 @@ class PersistentQSQLite(PersistentQStore):
                     ) from exc
                 time.sleep(delay_s)
                 delay_s = min(delay_s * 2, 0.1)
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(_database_error_message(self.path, exc)) from exc
 
     @contextmanager
     def _transaction_once(self) -> Iterator[sqlite3.Connection]:
@@ -219,6 +237,7 @@ class PersistentQSQLite(PersistentQStore):
         unique_key: str | None = None,
     ) -> int:
         check_payload(payload)
+        check_put_options(priority, delay_s)
         now = time.time()
         row = (queue, payload, priority, now, now + delay_s, unique_key)
 
@@ -245,6 +264,7 @@ class PersistentQSQLite(PersistentQStore):
         payloads = list(payloads)
         for payload in payloads:
             check_payload(payload)
+        check_put_options(priority, delay_s)
         if not payloads:
             return []
         now = time.time()
