@@ -2,7 +2,7 @@
 
 Run it on the text files of a folder (see README.md in the repository root):
 
-    basic enqueue --config examples/wordcount/config.yaml examples/wordcount/texts/*.txt
+    basic enqueue --config examples/wordcount/config.yaml "$PWD"/examples/wordcount/texts/*.txt
     basic run --config examples/wordcount/config.yaml --duration 10
 """
 
