@@ -18,6 +18,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
+import reprlib
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -68,16 +70,29 @@ class _Rule:
         noun = "an integer" if self.kind is int else "a number"
         if self.unit:
             noun = f"{noun} of {self.unit}"
-        if self.high is not None:
-            return f"{noun} from {self.low} to {self.high}"
+        return f"{noun} {self._describe_range()}".rstrip()
+
+    def _describe_range(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"from {self.low} to {self.high}"
+        bounds = []
         if self.above is not None:
-            return f"{noun} > {self.above}"
-        return f"{noun} >= {self.low}" if self.low is not None else noun
+            bounds.append(f"> {self.above}")
+        if self.low is not None:
+            bounds.append(f">= {self.low}")
+        if self.high is not None:
+            bounds.append(f"<= {self.high}")
+        return " and ".join(bounds)
 
 
-_SECONDS_POSITIVE = _Rule(float, above=0, unit="seconds")
-_SECONDS = _Rule(float, low=0, unit="seconds")
-_COUNT = _Rule(int, low=0)
+# Upper bounds for keys without a tighter one, so that every count and duration
+# stays far inside SQLite's 64-bit INTEGER range.
+_MAX_COUNT = 1_000_000_000
+_MAX_SECONDS = 1_000_000_000  # about 31.7 years
+
+_SECONDS_POSITIVE = _Rule(float, above=0, high=_MAX_SECONDS, unit="seconds")
+_SECONDS = _Rule(float, low=0, high=_MAX_SECONDS, unit="seconds")
+_COUNT = _Rule(int, low=0, high=_MAX_COUNT)
 _FUNCTION = _Rule(str, import_path=True)
 _NONEMPTY_STRING = _Rule(str, nonempty=True)
 
@@ -85,7 +100,7 @@ _NONEMPTY_STRING = _Rule(str, nonempty=True)
 _RULES: dict[str, dict[str, _Rule]] = {
     "consumer": {
         "n_time": _SECONDS_POSITIVE,
-        "n_tries": _Rule(int, low=1),
+        "n_tries": _Rule(int, low=1, high=_MAX_COUNT),
         "interval_min": _SECONDS,
         "interval_max": _SECONDS,
         "poll_interval": _SECONDS_POSITIVE,
@@ -96,7 +111,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
         "failure_rate": _Rule(float, low=0, high=1),
     },
     "producer": {"interval": _SECONDS, "max_queued": _COUNT, "function": _FUNCTION},
-    "cleaner": {"interval": _SECONDS, "retention": _SECONDS},
+    "cleaner": {"interval": _SECONDS_POSITIVE, "retention": _SECONDS},
     "general": {
         "primary_path": _Rule(Path, nonempty=True),
         "n_prod": _COUNT,
@@ -181,12 +196,7 @@ class GeneralConfig:
 
     def __post_init__(self) -> None:
         _validate_fields(self, "general")
-        scheme, separator, _ = self.database.partition("://")
-        if separator and not _is_database_url(self.database):
-            raise ConfigError(
-                f"general.database has the URL scheme {scheme!r}, expected a postgresql:// "
-                "or postgres:// URL or a SQLite file path; correct the scheme"
-            )
+        _check_database_scheme("general.database", self.database)
 
     def __repr__(self) -> str:
         # The default repr would show the password of a PostgreSQL URL.
@@ -263,6 +273,15 @@ class Config:
         return data
 
 
+_SECTION_TYPES: dict[str, type] = {
+    "consumer": ConsumerConfig,
+    "producer": ProducerConfig,
+    "cleaner": CleanerConfig,
+    "general": GeneralConfig,
+    "web": WebConfig,
+}
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
     """Load and validate a config file, raising ConfigError on the first problem.
 
@@ -319,10 +338,16 @@ def _build(
     source: Path | None,
     label: str | None,
 ) -> Config:
-    """Validate parsed config data and return a Config. Every error message starts with `label`."""
+    """Validate parsed config data and return a Config.
+
+    Every error message starts with `label`, except that a bad override names its environment variable instead.
+    """
+    # Overrides are checked before the try below, so that their messages name the variable and not the file.
+    overrides = _read_env_overrides(os.environ if environ is None else environ)
     try:
         sections = _sections_from_data(data)
-        _apply_env_overrides(sections, os.environ if environ is None else environ)
+        for (section, key), value in overrides.items():
+            sections[section][key] = value
         config = _make_config(sections, base_dir, source)
         _check_primary_path(config.general.primary_path)
     except ConfigError as exc:
@@ -385,18 +410,30 @@ def _sections_with_key(key: object) -> list[str]:
     return [name for name, rules in _RULES.items() if key in rules]
 
 
-def _apply_env_overrides(sections: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> None:
+def _read_env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """Return (section, key) -> value for each override variable set non-empty in `environ`.
+
+    Each value is checked as its key would be, and a ConfigError names the variable.
+    """
+    overrides = {}
     for variable, (section, key) in _ENV_OVERRIDES.items():
         value = environ.get(variable)
-        if value:
-            sections[section][key] = value
+        if not value:
+            continue
+        source = f"{variable} (overrides {section}.{key})"
+        default = getattr(_SECTION_TYPES[section], key)
+        _check_value(source, value, _RULES[section][key], default)
+        if (section, key) == ("general", "database"):
+            _check_database_scheme(source, value)
+        overrides[(section, key)] = value
+    return overrides
 
 
 def _make_config(sections: dict[str, dict[str, Any]], base_dir: Path, source: Path | None) -> Config:
     general = dict(sections["general"])
     primary_path = general.get("primary_path", ".")
-    # A value of the wrong type is left for GeneralConfig to reject with a clear message.
-    if isinstance(primary_path, (str, os.PathLike)) and str(primary_path):
+    # A value of the wrong type, empty or with a NUL is left for GeneralConfig to reject with a clear message.
+    if isinstance(primary_path, (str, os.PathLike)) and str(primary_path) and not _contains_nul(primary_path):
         general["primary_path"] = (base_dir / Path(primary_path).expanduser()).resolve()
     return Config(
         consumer=ConsumerConfig(**sections["consumer"]),
@@ -438,11 +475,14 @@ def _validate_fields(section: object, name: str) -> None:
 
 def _check_value(key: str, value: Any, rule: _Rule, default: object) -> Any:
     """Return `value` converted to the rule's type, or raise ConfigError naming `key`."""
+    value_text = f"a value of type {type(value).__name__}" if rule.secret else _show(value)
     fix = _type_fix(value, rule, default)
+    if fix is None and _contains_nul(value):
+        # os and sqlite3 calls raise ValueError on a path with a NUL, and PostgreSQL rejects NUL in text.
+        raise ConfigError(f"{key} contains a NUL character (\\x00), got {value_text}; remove it")
     if fix is None and not _value_allowed(value, rule):
         fix = _range_fix(value, rule, default)
     if fix is not None:
-        value_text = f"a value of type {type(value).__name__}" if rule.secret else _show(value)
         raise ConfigError(f"{key} must be {rule.describe()}, got {value_text}; {fix}")
 
     if rule.kind is float:
@@ -477,6 +517,10 @@ def _number_type_fix(value: Any, rule: _Rule, default: object) -> str | None:
     return f"write a plain number such as {default!r}"
 
 
+def _contains_nul(value: object) -> bool:
+    return isinstance(value, (str, os.PathLike)) and "\0" in str(value)
+
+
 def _parses_as_number(text: str) -> bool:
     try:
         float(text)
@@ -489,7 +533,7 @@ def _value_allowed(value: Any, rule: _Rule) -> bool:
     """Return whether a value of the right type is in the rule's range or choices."""
     if rule.kind in (int, float):
         return (
-            math.isfinite(value)
+            _is_finite(value)
             and (rule.low is None or value >= rule.low)
             and (rule.above is None or value > rule.above)
             and (rule.high is None or value <= rule.high)
@@ -501,16 +545,15 @@ def _value_allowed(value: Any, rule: _Rule) -> bool:
     return not rule.nonempty or str(value) != ""
 
 
+def _is_finite(number: int | float) -> bool:
+    # math.isfinite() raises OverflowError on an int too large for a float, and every int is finite.
+    return isinstance(number, int) or math.isfinite(number)
+
+
 def _range_fix(value: Any, rule: _Rule, default: object) -> str:
     """Return how to fix a value of the right type that the rule does not allow."""
-    if rule.kind in (int, float) and not math.isfinite(value):
-        return "write a finite number"
-    if rule.high is not None:
-        return f"set it between {rule.low} and {rule.high}"
-    if rule.above is not None:
-        return f"set it above {rule.above}"
-    if rule.low is not None:
-        return f"set it to {rule.low} or more"
+    if rule.kind in (int, float):
+        return _number_range_fix(value, rule)
     if rule.choices:
         matches = get_close_matches(value.lower(), rule.choices, n=1)
         return f"did you mean {matches[0]!r}?" if matches else "set it to one of those"
@@ -519,10 +562,30 @@ def _range_fix(value: Any, rule: _Rule, default: object) -> str:
     return f"set a value or remove the key to use the default {default!r}"
 
 
+def _number_range_fix(value: int | float, rule: _Rule) -> str:
+    if not _is_finite(value):
+        return "write a finite number"
+    if rule.high is not None and value > rule.high:
+        return f"set it to {rule.high} or less"
+    if rule.above is not None:
+        return f"set it above {rule.above}"
+    return f"set it to {rule.low} or more"
+
+
 def _is_import_path(text: str) -> bool:
     """Return whether `text` has the form `module.path:function_name`."""
     module, colon, name = text.partition(":")
     return bool(colon) and name.isidentifier() and all(part.isidentifier() for part in module.split("."))
+
+
+def _check_database_scheme(key: str, database: str) -> None:
+    """Raise ConfigError naming `key` when `database` is a URL other than postgresql:// or postgres://."""
+    scheme, separator, _ = database.partition("://")
+    if separator and not _is_database_url(database):
+        raise ConfigError(
+            f"{key} has the URL scheme {_show(scheme)}, expected a postgresql:// "
+            "or postgres:// URL or a SQLite file path; correct the scheme"
+        )
 
 
 def _is_database_url(database: str) -> bool:
@@ -552,11 +615,30 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class _ShortRepr(reprlib.Repr):
+    """A reprlib.Repr that shows any int briefly, because repr() of a huge int is slow or raises ValueError."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() <= 128:
+            return super().repr_int(x, level)
+        digits = int(x.bit_length() * math.log10(2)) + 1
+        return f"<integer of about {digits} digits>"
+
+
+# Bounds on depth and length keep the cost low even for a YAML "billion laughs",
+# whose nested aliases would make repr() build a string of exponential length.
+_SHORT_REPR = _ShortRepr()
+_SHORT_REPR.maxlevel = 2
+_SHORT_REPR.maxdict = _SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = 4
+_SHORT_REPR.maxset = _SHORT_REPR.maxfrozenset = 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxlong = _SHORT_REPR.maxother = 60
+
+
 def _show(value: object) -> str:
     """Return a short repr of a value for an error message."""
     if value is None:
         return "an empty value (null)"
-    text = repr(value)
+    text = _SHORT_REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -586,6 +668,7 @@ def _read_text(file: Path, label: str) -> str:
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that rejects a key repeated in one mapping. PyYAML's SafeLoader keeps the last value silently."""
 
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[str] = set()
         for key_node, _ in node.value:
@@ -599,6 +682,25 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # int() raises ValueError on an integer of more than sys.get_int_max_str_digits() digits,
+        # and date() on a date such as 2024-02-30. Report either at its position in the file.
+        try:
+            return super().construct_object(node, deep=deep)
+        except ValueError as exc:
+            problem = f"invalid {node.tag.rpartition(':')[2]} {_show(node.value)}"
+            reason = str(exc).partition(";")[0]  # drops Python's advice to call sys.set_int_max_str_digits()
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark, note=reason) from exc
+
+
+# PyYAML follows YAML 1.1, where 1e9 (no dot, no exponent sign) is a string.
+# YAML 1.2 and most readers of a config take it as a number, so this loader does too.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
 
 def _parse_yaml(text: str, label: str) -> object:
     """Parse YAML text, raising ConfigError that names the line and column (1-based) of a syntax error."""
@@ -609,6 +711,11 @@ def _parse_yaml(text: str, label: str) -> object:
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise ConfigError(f"{label}: invalid YAML: {detail}; correct the file") from exc
+    except RecursionError as exc:
+        raise ConfigError(
+            f"{label}: invalid YAML: lists or mappings nest too deeply to parse; "
+            "no config key takes a nested value, so remove the nesting"
+        ) from exc
 
 
 def _yaml_error_message(exc: yaml.MarkedYAMLError, label: str) -> str:
@@ -619,4 +726,6 @@ def _yaml_error_message(exc: yaml.MarkedYAMLError, label: str) -> str:
         return f"{label}: tab character at {where}; YAML does not allow tabs here, indent with spaces"
     if "duplicate key" in problem:
         return f"{label}: invalid YAML at {where}: {problem}; keep only one of them"
+    if isinstance(exc, yaml.constructor.ConstructorError) and problem.startswith("invalid ") and exc.note:
+        return f"{label}: {problem} at {where}: {exc.note}; correct the value there"
     return f"{label}: invalid YAML at {where}: {problem}; correct the syntax there"

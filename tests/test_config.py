@@ -101,8 +101,13 @@ def without_primary_path(data: dict) -> dict:
 
 def load_error(path: Path) -> str:
     """Return the message of the ConfigError that loading `path` raises."""
+    return load_error_with_env(path, {})
+
+
+def load_error_with_env(path: Path, environ: dict[str, str]) -> str:
+    """Return the message of the ConfigError that loading `path` with `environ` raises."""
     with pytest.raises(ConfigError) as info:
-        load_config(path, environ={})
+        load_config(path, environ=environ)
     return str(info.value)
 
 
@@ -327,6 +332,34 @@ def test_env_empty_ignored(tmp_path: Path) -> None:
     assert config.general.database == "queue.sqlite3"
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("PERSISTENTQ_DATABASE", "mysql://db/jobs", "has the URL scheme 'mysql'"),
+        ("PERSISTENTQ_DATABASE", "jobs\0.sqlite3", "contains a NUL character"),
+        ("PERSISTENTQ_WEB_TOKEN", "t0k\0en", "contains a NUL character"),
+    ],
+    ids=["database-scheme", "database-nul", "token-nul"],
+)
+def test_env_bad_value_names_variable(tmp_path: Path, variable: str, value: str, expected: str) -> None:
+    """A bad override is reported under its environment variable and key, not under the file."""
+    path = write_config(tmp_path, "general:\n    database: file.sqlite3\nweb:\n    token: from-file\n")
+    message = load_error_with_env(path, {variable: value})
+    key = {"PERSISTENTQ_DATABASE": "general.database", "PERSISTENTQ_WEB_TOKEN": "web.token"}[variable]
+
+    assert message.startswith(f"{variable} (overrides {key}) ")
+    assert expected in message
+    assert str(path) not in message
+
+
+def test_env_token_hidden_in_message(tmp_path: Path) -> None:
+    """A bad PERSISTENTQ_WEB_TOKEN is reported by type, never by value."""
+    message = load_error_with_env(write_config(tmp_path, ""), {"PERSISTENTQ_WEB_TOKEN": "t0k\0en"})
+
+    assert "PERSISTENTQ_WEB_TOKEN" in message
+    assert "t0k" not in message
+
+
 def test_env_default_is_os_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without `environ`, load_config reads os.environ."""
     monkeypatch.setenv("PERSISTENTQ_WEB_TOKEN", "from-os")
@@ -359,32 +392,64 @@ BAD_FILES = {
     "null-value": ("consumer:\n    n_time:\n", ["consumer.n_time", "null", "3600"]),
     "int-for-string": ("general:\n    queue: 5\n", ["general.queue", "5", "quotes"]),
     "int-for-path": ("general:\n    primary_path: 5\n", ["general.primary_path", "5"]),
-    "n_tries-zero": ("consumer:\n    n_tries: 0\n", ["consumer.n_tries", "got 0", ">= 1"]),
+    "n_tries-zero": ("consumer:\n    n_tries: 0\n", ["consumer.n_tries", "got 0", "from 1 to 1000000000"]),
+    "cleaner-interval-zero": ("cleaner:\n    interval: 0\n", ["cleaner.interval", "got 0"]),
+    "n_tries-huge": (
+        "consumer:\n    n_tries: 99999999999999999999999\n",
+        ["consumer.n_tries", "got 99999999999999999999999", "from 1 to 1000000000", "set it to 1000000000 or less"],
+    ),
+    "n_tries-too-many-digits": (
+        "consumer:\n    n_tries: 1" + "0" * 5000 + "\n",
+        ["invalid int", "line 2, column 14", "5001 digits", "correct the value"],
+    ),
     "n_time-zero": ("consumer:\n    n_time: 0\n", ["consumer.n_time", "got 0", "> 0"]),
     "n_time-negative": ("consumer:\n    n_time: -5\n", ["consumer.n_time", "got -5"]),
     "n_time-infinite": ("consumer:\n    n_time: .inf\n", ["consumer.n_time", "inf", "finite"]),
+    "n_time-nan": ("consumer:\n    n_time: .nan\n", ["consumer.n_time", "nan", "finite"]),
+    "n_time-huge": (
+        "consumer:\n    n_time: 1.0e+12\n",
+        ["consumer.n_time", "got 1000000000000.0", "> 0 and <= 1000000000", "set it to 1000000000 or less"],
+    ),
+    "n_time-huge-int": (
+        "consumer:\n    n_time: 1" + "0" * 400 + "\n",
+        ["consumer.n_time", "integer of about 401 digits", "set it to 1000000000 or less"],
+    ),
     "lease-zero": ("consumer:\n    lease: 0\n", ["consumer.lease", "got 0"]),
     "poll_interval-zero": ("consumer:\n    poll_interval: 0\n", ["consumer.poll_interval", "got 0"]),
     "interval_min-negative": ("consumer:\n    interval_min: -1\n", ["consumer.interval_min", "got -1"]),
     "retry_backoff-negative": ("consumer:\n    retry_backoff: -1\n", ["consumer.retry_backoff", "got -1"]),
-    "failure_rate-high": ("consumer:\n    failure_rate: 1.5\n", ["consumer.failure_rate", "1.5", "0 and 1"]),
+    "failure_rate-high": (
+        "consumer:\n    failure_rate: 1.5\n",
+        ["consumer.failure_rate", "1.5", "from 0 to 1", "set it to 1 or less"],
+    ),
     "failure_rate-negative": ("consumer:\n    failure_rate: -0.1\n", ["consumer.failure_rate", "-0.1"]),
     "sync_mode-unknown": ("consumer:\n    sync_mode: fork\n", ["consumer.sync_mode", "'fork'", "'thread'"]),
     "sync_mode-case": ("consumer:\n    sync_mode: Thread\n", ["consumer.sync_mode", "did you mean 'thread'?"]),
     "producer-interval-negative": ("producer:\n    interval: -1\n", ["producer.interval", "got -1"]),
     "max_queued-negative": ("producer:\n    max_queued: -1\n", ["producer.max_queued", "got -1"]),
+    "max_queued-huge": ("producer:\n    max_queued: 1000000001\n", ["producer.max_queued", "got 1000000001"]),
     "cleaner-interval-negative": ("cleaner:\n    interval: -1\n", ["cleaner.interval", "got -1"]),
     "retention-negative": ("cleaner:\n    retention: -1\n", ["cleaner.retention", "got -1"]),
+    "retention-huge": ("cleaner:\n    retention: 1.0e+10\n", ["cleaner.retention", "got 10000000000.0"]),
     "n_prod-negative": ("general:\n    n_prod: -1\n", ["general.n_prod", "got -1"]),
     "n_cons-negative": ("general:\n    n_cons: -2\n", ["general.n_cons", "got -2"]),
     "shutdown_grace-negative": ("general:\n    shutdown_grace: -1\n", ["general.shutdown_grace", "got -1"]),
     "synchronous-unknown": ("general:\n    synchronous: extra\n", ["general.synchronous", "'extra'", "'full'"]),
     "queue-empty": ("general:\n    queue: ''\n", ["general.queue", "''", "non-empty"]),
+    "queue-nul": ('general:\n    queue: "a\\0b"\n', ["general.queue", "contains a NUL character", "'a\\x00b'"]),
+    "primary_path-nul": (
+        'general:\n    primary_path: "a\\0b"\n',
+        ["general.primary_path", "contains a NUL character", "'a\\x00b'", "remove it"],
+    ),
+    "database-nul": (
+        'general:\n    database: "a\\0b"\n',
+        ["general.database", "contains a NUL character", "'a\\x00b'", "remove it"],
+    ),
     "database-empty": ("general:\n    database: ''\n", ["general.database", "''"]),
     "database-other-scheme": ("general:\n    database: 'mysql://db/jobs'\n", ["general.database", "'mysql'"]),
     "host-empty": ("web:\n    host: ''\n", ["web.host", "''"]),
-    "port-zero": ("web:\n    port: 0\n", ["web.port", "got 0", "1 and 65535"]),
-    "port-high": ("web:\n    port: 70000\n", ["web.port", "got 70000"]),
+    "port-zero": ("web:\n    port: 0\n", ["web.port", "got 0", "from 1 to 65535", "set it to 1 or more"]),
+    "port-high": ("web:\n    port: 70000\n", ["web.port", "got 70000", "set it to 65535 or less"]),
     "interval_min-above-max": (
         "consumer:\n    interval_min: 20\n    interval_max: 10\n",
         ["consumer.interval_min", "20", "consumer.interval_max", "10"],
@@ -400,6 +465,13 @@ BAD_FILES = {
     "unclosed-bracket": ("consumer:\n    n_time: [1, 2\n", ["invalid YAML", "line 3, column 1"]),
     "duplicate-key": ("consumer:\n    n_tries: 2\n    n_tries: 3\n", ["duplicate key 'n_tries'", "line 3"]),
     "two-documents": ("consumer:\n---\nweb:\n", ["invalid YAML", "line 2"]),
+    "date-invalid": (
+        "consumer:\n    function: 2024-02-30\n",
+        ["invalid timestamp '2024-02-30'", "line 2, column 15", "day is out of range"],
+    ),
+    "deep-list": ("consumer:\n    n_time: " + "[" * 5000 + "]" * 5000 + "\n", ["invalid YAML", "nest too deeply"]),
+    "deep-list-unclosed": ("consumer:\n    n_time: " + "[" * 5000 + "\n", ["invalid YAML", "nest too deeply"]),
+    "deep-mapping": ("consumer:\n    n_time: " + "{a: " * 5000 + "}" * 5000 + "\n", ["nest too deeply"]),
 }
 
 
@@ -413,6 +485,77 @@ def test_bad_file_rejected(tmp_path: Path, text: str, expected: list[str]) -> No
     assert "\n" not in message
     for part in expected:
         assert part in message
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """Return a YAML flow list of `levels` anchored lists, each holding 9 aliases of the one before.
+
+    The data has only a few hundred nodes, but the last list expands to 9**levels items.
+    """
+    lists = ["&a0 [x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels + 1):
+        lists.append(f"&a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]")
+    return "[" + ", ".join(lists) + "]"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("consumer:\n    n_time: {}\n", "consumer.n_time must be a number"),
+        ("producer: {}\n", "producer must be a mapping"),
+    ],
+    ids=["value", "section"],
+)
+def test_billion_laughs_rejected_quickly(tmp_path: Path, template: str, expected: str) -> None:
+    """Nested YAML aliases are reported at once, with a short message, instead of expanding in repr()."""
+    path = write_config(tmp_path, template.format(billion_laughs()))
+    message = load_error(path)
+
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert len(message) < len(str(path)) + 300
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        (section, key)
+        for section, keys in DEFAULTS.items()
+        for key, default in keys.items()
+        if isinstance(default, (int, float))
+    ],
+)
+def test_number_key_has_maximum(tmp_path: Path, section: str, key: str) -> None:
+    """Every integer and float key rejects a value that would overflow a 64-bit integer."""
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({section: {key: 99999999999999999999999}}, base_dir=tmp_path, environ={})
+
+    assert str(info.value).startswith(f"{section}.{key} must be ")
+    assert "got 99999999999999999999999" in str(info.value)
+    assert " or less" in str(info.value)
+
+
+def test_number_maximum_inclusive(tmp_path: Path) -> None:
+    """A value equal to the generic maximum of 1000000000 is accepted."""
+    data = {
+        "consumer": {"n_tries": 1_000_000_000, "n_time": 1_000_000_000, "interval_max": 1e9},
+        "cleaner": {"retention": 1e9},
+    }
+    config = config_from_dict(data, base_dir=tmp_path, environ={})
+
+    assert config.consumer.n_tries == 1_000_000_000
+    assert config.consumer.n_time == 1e9
+    assert config.consumer.interval_max == 1e9
+    assert config.cleaner.retention == 1e9
+
+
+def test_nul_in_path_from_dict(tmp_path: Path) -> None:
+    """A Path object with a NUL is rejected like a string, not with os's ValueError."""
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"general": {"primary_path": Path("a\0b")}}, base_dir=tmp_path, environ={})
+
+    assert str(info.value).startswith("general.primary_path contains a NUL character")
 
 
 def test_missing_file_rejected(tmp_path: Path) -> None:
@@ -511,7 +654,9 @@ def test_config_error_is_value_error(tmp_path: Path) -> None:
 
 def test_section_dataclass_validates() -> None:
     """Building a section directly applies the same rules."""
-    with pytest.raises(ConfigError, match=r"consumer\.n_tries must be an integer >= 1, got 0; set it to 1 or more"):
+    with pytest.raises(
+        ConfigError, match=r"consumer\.n_tries must be an integer from 1 to 1000000000, got 0; set it to 1 or more"
+    ):
         ConsumerConfig(n_tries=0)
 
 
@@ -559,7 +704,7 @@ def test_replace_primary_path_relative(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"consumer.n_tries": 0}, "consumer.n_tries must be an integer >= 1, got 0; set it to 1 or more"),
+        ({"consumer.n_tries": 0}, "consumer.n_tries must be an integer from 1 to 1000000000, got 0; set it to 1 or more"),
         ({"consumer.n_tris": 2}, "did you mean 'n_tries'?"),
         ({"consumr": {"n_tries": 2}}, "did you mean 'consumer'?"),
         ({"consumer": {"n_tris": 2}}, "'consumer.n_tris'"),
@@ -619,3 +764,11 @@ def test_repr_hides_secrets(tmp_path: Path) -> None:
     assert "pa55word" not in repr(config)
     assert "t0ken" not in repr(config)
     assert "postgresql://user:***@db/jobs" in repr(config)
+
+
+def test_exponent_number_without_dot(tmp_path: Path) -> None:
+    """A number written 1e3 is read as a number, as YAML 1.2 reads it, not as a quoted string."""
+    path = tmp_path / DEFAULT_CONFIG_NAME
+    path.write_text("consumer:\n    n_time: 1e3\n", encoding="utf-8")
+
+    assert load_config(path, environ={}).consumer.n_time == 1000.0

@@ -541,3 +541,16 @@ def pool_store(tmp_path: Path):
     from persistentq.store.sqlite import PersistentQSQLite
 
     return PersistentQSQLite(tmp_path / "queue.sqlite3")
+
+
+def test_backoff_delay_bounded() -> None:
+    """backoff_delay stays within MAX_BACKOFF_S for any attempt count, and is 0 without a base."""
+    import random
+
+    from persistentq.workers.retry import MAX_BACKOFF_S, backoff_delay
+
+    rng = random.Random(1)
+    assert backoff_delay(1, 0, rng) == 0.0
+    assert 0.5 <= backoff_delay(1, 1.0, rng) <= 1.0
+    assert 2.0 <= backoff_delay(3, 1.0, rng) <= 4.0
+    assert backoff_delay(10**9, 1.0, rng) <= MAX_BACKOFF_S

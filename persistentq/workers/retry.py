@@ -22,5 +22,7 @@ def backoff_delay(attempts: int, base_s: float, rng: random.Random) -> float:
     """
     if base_s <= 0:
         return 0.0
-    ceiling = min(base_s * 2 ** max(attempts - 1, 0), MAX_BACKOFF_S)
+    # The exponent is capped first: 2 ** attempts overflows a float past about 1,000 attempts.
+    doublings = min(max(attempts - 1, 0), 64)
+    ceiling = min(base_s * 2.0**doublings, MAX_BACKOFF_S)
     return rng.uniform(ceiling / 2, ceiling)
