@@ -32,6 +32,8 @@ from .workers.sync_runner import SyncRunner
 
 log = logging.getLogger(__name__)
 
+WORKER_KINDS = ("producer", "consumer", "cleaner")
+
 
 class WorkerPool:
     """Starts, scales, pauses and stops the workers of one process on one queue."""
@@ -60,6 +62,7 @@ class WorkerPool:
         self._started = False
         self._lock: asyncio.Lock | None = None
         self._draining: list[Consumer] = []
+        self._paused_kinds: set[str] = set()
 
     def __repr__(self) -> str:
         state = "running" if self._started else "stopped"
@@ -119,6 +122,8 @@ class WorkerPool:
         self.bridge = AsyncStore(self.store)
         self.runner = SyncRunner(max_children=max(self.config.general.n_cons, 1))
         self.cleaner = Cleaner(self.bridge, self.config, hooks=self.hooks)
+        if "cleaner" in self._paused_kinds:
+            self.cleaner.pause()
         self.cleaner.start()
         self._started = True
         await self.scale(n_prod=self.config.general.n_prod, n_cons=self.config.general.n_cons)
@@ -130,7 +135,7 @@ class WorkerPool:
         if not self._started:
             raise RuntimeError("start the pool before scaling it")
         for name, value in (("n_prod", n_prod), ("n_cons", n_cons)):
-            if value is not None and (not isinstance(value, int) or value < 0):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         async with self._lock:
             if n_cons is not None:
@@ -144,6 +149,8 @@ class WorkerPool:
     ) -> None:
         while len(workers) < target:
             worker = create()
+            if worker.kind in self._paused_kinds:
+                worker.pause()
             workers.append(worker)
             worker.start()
         surplus = workers[target:]
@@ -159,20 +166,31 @@ class WorkerPool:
         return Producer(self.bridge, self.config).execute_function(self.producer_function)
 
     def pause(self, kind: str | None = None) -> None:
-        """Pause every worker, or those of one kind ("producer", "consumer", "cleaner")."""
+        """Pause every worker, or those of one kind ("producer", "consumer", "cleaner").
+
+        Workers that start later, by `start` or `scale`, start paused too.
+        """
+        self._paused_kinds |= self._kinds(kind)
         for worker in self._of_kind(kind):
             worker.pause()
 
     def resume(self, kind: str | None = None) -> None:
         """Resume every worker, or those of one kind."""
+        self._paused_kinds -= self._kinds(kind)
         for worker in self._of_kind(kind):
             worker.resume()
 
+    @staticmethod
+    def _kinds(kind: str | None) -> set[str]:
+        if kind is None:
+            return set(WORKER_KINDS)
+        if kind not in WORKER_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(WORKER_KINDS)}, got {kind!r}")
+        return {kind}
+
     def _of_kind(self, kind: str | None) -> list[PersistentQInterface]:
-        kinds = {"producer", "consumer", "cleaner"}
-        if kind is not None and kind not in kinds:
-            raise ValueError(f"kind must be one of {sorted(kinds)}, got {kind!r}")
-        return [worker for worker in self.workers if kind is None or worker.kind == kind]
+        kinds = self._kinds(kind)
+        return [worker for worker in self.workers if worker.kind in kinds]
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop every worker gracefully, then close what the pool opened. Idempotent.

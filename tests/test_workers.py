@@ -554,3 +554,31 @@ def test_backoff_delay_bounded() -> None:
     assert 0.5 <= backoff_delay(1, 1.0, rng) <= 1.0
     assert 2.0 <= backoff_delay(3, 1.0, rng) <= 4.0
     assert backoff_delay(10**9, 1.0, rng) <= MAX_BACKOFF_S
+
+
+def test_pause_before_start(tmp_path: Path) -> None:
+    """Consumers paused before the pool starts start paused and claim nothing."""
+    async def noop(payload: str) -> None:
+        return None
+
+    pool = WorkerPool(make_config(tmp_path, **{"general.n_cons": 2}), consumer_function=noop)
+    pool.pause("consumer")
+    pool.store.put("waiting")
+
+    async def scenario(pool: WorkerPool) -> None:
+        await asyncio.sleep(0.5)
+        assert pool.counts()[JobState.QUEUED] == 1
+        assert {worker.state for worker in pool.consumers} == {"paused"}
+        pool.resume("consumer")
+        await wait_until(finished(pool, 1))
+
+    run_pool(pool, scenario)
+
+
+def test_scale_rejects_bool(tmp_path: Path) -> None:
+    """scale() rejects True as a worker count with ValueError, as for other bad counts."""
+    async def scenario(pool: WorkerPool) -> None:
+        with pytest.raises(ValueError, match="n_cons must be an integer"):
+            await pool.scale(n_cons=True)
+
+    run_pool(WorkerPool(make_config(tmp_path), consumer_function=lambda p: None), scenario)
