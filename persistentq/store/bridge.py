@@ -36,6 +36,14 @@ class _ClaimKey:
     max_attempts: int
 
 
+@dataclass(frozen=True)
+class _HeldLease:
+    job_id: int
+    token: str
+    lease_s: float
+    on_lost: Callable[[], None]
+
+
 @dataclass
 class _Batch:
     """Work gathered while the store thread was busy."""
@@ -61,6 +69,8 @@ class AsyncStore:
         self._pending = _Batch()
         self._flushing: asyncio.Task | None = None
         self._put_signals: dict[str, asyncio.Future] = {}
+        self._leases: dict[int, _HeldLease] = {}
+        self._renewing: asyncio.Task | None = None
         self._closed = False
         store.add_put_listener(self._on_put)
 
@@ -110,6 +120,38 @@ class AsyncStore:
         self._schedule()
         return future
 
+    def hold_lease(self, job: ClaimedJob, *, lease_s: float, on_lost: Callable[[], None]) -> None:
+        """Renew the lease of a running job every third of `lease_s` until `drop_lease`.
+
+        One task renews every held lease of the process in one call per round.
+        `on_lost` runs when a renewal finds the lease taken over.
+        """
+        self._leases[job.id] = _HeldLease(job.id, job.lease_token, lease_s, on_lost)
+        if self._renewing is None or self._renewing.done():
+            self._renewing = self._loop.create_task(self._renew_leases(), name="persistentq-lease-renewal")
+
+    def drop_lease(self, job_id: int) -> None:
+        """Stop renewing a job's lease; call it before writing the job's outcome."""
+        self._leases.pop(job_id, None)
+
+    async def _renew_leases(self) -> None:
+        while self._leases and not self._closed:
+            await asyncio.sleep(min(lease.lease_s for lease in self._leases.values()) / 3)
+            by_length: dict[float, list[_HeldLease]] = {}
+            for lease in self._leases.values():
+                by_length.setdefault(lease.lease_s, []).append(lease)
+            for lease_s, leases in by_length.items():
+                pairs = [(lease.job_id, lease.token) for lease in leases]
+                try:
+                    renewed = await self.call(self.store.renew, pairs, lease_s=lease_s)
+                except Exception:
+                    log.exception("renewing %d leases failed; the next round retries", len(pairs))
+                    continue
+                for lease, held in zip(leases, renewed):
+                    # A lease dropped while the renewal ran belongs to a finished attempt.
+                    if not held and self._leases.pop(lease.job_id, None) is not None:
+                        lease.on_lost()
+
     def put_signal(self, queue: str = DEFAULT_QUEUE) -> asyncio.Future:
         """Return a future that resolves at the next put to `queue` in this process.
 
@@ -125,6 +167,8 @@ class AsyncStore:
         if self._closed:
             return
         self._closed = True
+        if self._renewing is not None:
+            self._renewing.cancel()
         while self._flushing is not None:
             await asyncio.shield(self._flushing)
         self.store.remove_put_listener(self._on_put)

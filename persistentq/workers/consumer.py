@@ -68,25 +68,28 @@ class Consumer(PersistentQInterface):
         """Run one attempt of a claimed job and record its outcome."""
         self.current_job = job
         self.runs += 1
-        renewal = asyncio.get_running_loop().create_task(
-            self._renew_lease(job), name=f"{self.id} lease of job {job.id}"
-        )
+        # Leases keep being renewed while a stop drains running jobs, or a job
+        # still running could be taken over by another worker.
+        self.bridge.hold_lease(job, lease_s=self.config.consumer.lease, on_lost=lambda: self._on_lease_lost(job))
         try:
             result = _result_text(await self._call(job))
         except asyncio.CancelledError:
             # Stopped past the grace period: hand the job back without using up
             # its attempt. The write is shielded so the cancellation cannot drop it.
-            await asyncio.shield(self._settle(Outcome(OutcomeKind.RELEASE, job.id, job.lease_token)))
+            self.bridge.drop_lease(job.id)
+            await self._settle(Outcome(OutcomeKind.RELEASE, job.id, job.lease_token))
             log.info("%s: job %d handed back to the queue", self.id, job.id)
             raise
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             # SystemExit and KeyboardInterrupt raised by a job function end that
             # attempt, not the process that runs every other worker.
+            self.bridge.drop_lease(job.id)
             await self._record_failure(job, exc)
         else:
-            await self._record_success(job, result)
+            self.bridge.drop_lease(job.id)
+            self._record_success(job, result)
         finally:
-            renewal.cancel()
+            self.bridge.drop_lease(job.id)
             self.current_job = None
 
     async def _call(self, job: ClaimedJob) -> object:
@@ -101,12 +104,30 @@ class Consumer(PersistentQInterface):
             runner=self.runner,
         )
 
-    async def _record_success(self, job: ClaimedJob, text: str | None) -> None:
+    def _record_success(self, job: ClaimedJob, text: str | None) -> None:
+        """Queue the ack without waiting for its commit, so the next claim can share that commit.
+
+        The ack is written even if this consumer stops first, because the
+        store bridge flushes every pending outcome before it closes.
+        """
         outcome = Outcome(OutcomeKind.ACK, job.id, job.lease_token, worker_id=self.id, result=text)
-        if await asyncio.shield(self._settle(outcome)):
+        self.bridge.settle(outcome).add_done_callback(
+            lambda written: self._on_ack_written(job, text, written)
+        )
+
+    def _on_ack_written(self, job: ClaimedJob, text: str | None, written: asyncio.Future) -> None:
+        if written.cancelled():
+            return
+        if written.exception() is not None:
+            self.errors += 1
+            log.error("%s: could not record job %d as done: %s", self.id, job.id, written.exception())
+        elif written.result():
             self.successes += 1
             log.info("%s: job %d done (attempt %d)%s", self.id, job.id, job.attempts,
                      f": {text}" if text else "")
+        else:
+            log.warning("%s: job %d: ack rejected because the lease expired and the job was taken over",
+                        self.id, job.id)
 
     async def _record_failure(self, job: ClaimedJob, exc: BaseException) -> None:
         self.errors += 1
@@ -117,7 +138,7 @@ class Consumer(PersistentQInterface):
         permanent = isinstance(exc, PermanentJobError) or getattr(exc, "permanent", False)
         if permanent or is_final_attempt(job.attempts, settings.n_tries):
             outcome = Outcome(OutcomeKind.FAIL, job.id, job.lease_token, worker_id=self.id, error=error)
-            if await asyncio.shield(self._settle(outcome)):
+            if await self._settle(outcome):
                 log.error("%s: job %d failed for good after %s: %s", self.id, job.id, attempt, self.last_error)
                 await asyncio.shield(asyncio.to_thread(self._on_failed, job))
             return
@@ -125,7 +146,7 @@ class Consumer(PersistentQInterface):
         outcome = Outcome(
             OutcomeKind.RETRY, job.id, job.lease_token, worker_id=self.id, error=error, delay_s=delay_s
         )
-        if await asyncio.shield(self._settle(outcome)):
+        if await self._settle(outcome):
             log.warning("%s: job %d %s failed, retry in %.1f s: %s",
                         self.id, job.id, attempt, delay_s, self.last_error)
 
@@ -136,8 +157,12 @@ class Consumer(PersistentQInterface):
             log.exception("%s: the failure hook of job %d raised", self.id, job.id)
 
     async def _settle(self, outcome: Outcome) -> bool:
-        """Write an outcome; False, with a warning, when another worker took the job over."""
-        accepted = await self.bridge.settle(outcome)
+        """Write an outcome; False, with a warning, when another worker took the job over.
+
+        The write is shielded: cancelling the consumer while it waits does not
+        take the outcome out of the next commit.
+        """
+        accepted = await asyncio.shield(self.bridge.settle(outcome))
         if not accepted:
             log.warning(
                 "%s: job %d: %s rejected because the lease expired and the job was taken over",
@@ -145,17 +170,8 @@ class Consumer(PersistentQInterface):
             )
         return accepted
 
-    async def _renew_lease(self, job: ClaimedJob) -> None:
-        """Push the lease forward every third of its length while the attempt runs."""
-        lease_s = self.config.consumer.lease
-        while True:
-            await asyncio.sleep(lease_s / 3)
-            renewed = await self.bridge.call(
-                self.bridge.store.renew, [(job.id, job.lease_token)], lease_s=lease_s
-            )
-            if not renewed[0]:
-                log.warning("%s: lost the lease of job %d; its outcome will be rejected", self.id, job.id)
-                return
+    def _on_lease_lost(self, job: ClaimedJob) -> None:
+        log.warning("%s: lost the lease of job %d; its outcome will be rejected", self.id, job.id)
 
 
 def _result_text(result: object) -> str | None:

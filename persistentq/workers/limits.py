@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 from ..errors import JobTimeoutError
@@ -52,6 +53,11 @@ async def _contained(coroutine) -> object:
 
 async def _await_with_limit(awaitable, timeout_s: float) -> object:
     try:
+        if sys.version_info >= (3, 11):
+            # asyncio.timeout cancels the awaiting task itself, without the extra
+            # task per call that wait_for creates.
+            async with asyncio.timeout(timeout_s):
+                return await awaitable
         return await asyncio.wait_for(awaitable, timeout_s)
     except asyncio.TimeoutError:
         raise JobTimeoutError(f"attempt ran past n_time ({timeout_s:g} s) and was stopped") from None
