@@ -146,7 +146,7 @@ def test_cancel_unknown_job(config_file: Path, store: PersistentQSQLite) -> None
 
 
 def test_cancel_failed_job_names_state(config_file: Path, store: PersistentQSQLite) -> None:
-    """cancel of a job that is not queued exits 1 and says which state it is in."""
+    """cancel of a job that is not queued exits 1 and names its state."""
     job_id = fail_job(store, "done-for")
     result = basic(config_file, "cancel", str(job_id))
 
