@@ -25,7 +25,7 @@ import click
 from .config import Config, load_config
 from .errors import ConfigError, PersistentQError, StoreError
 from .pool import WorkerPool
-from .requeue import requeue_jobs
+from .admin import purge_jobs, requeue_jobs
 from .store.base import FINISHED_STATES, Job, JobState, PersistentQStore
 from .store.factory import open_store
 from .workers.base import HEARTBEAT_S
@@ -316,7 +316,7 @@ def purge(config_path: Path | None, states: Sequence[str], older_than: float) ->
     config, store = open_queue(config_path)
     chosen = [JobState(state) for state in states] or list(FINISHED_STATES)
     with store:
-        purged = store.purge(queue=config.general.queue, states=chosen, older_than_s=older_than)
+        purged = purge_jobs(store, config, states=chosen, older_than_s=older_than)
     click.echo(f"purged {purged} jobs")
 
 

@@ -60,8 +60,10 @@ class WorkerPool:
         self.consumers: list[Consumer] = []
         self.cleaner: Cleaner | None = None
         self._started = False
-        self._lock: asyncio.Lock | None = None
-        self._draining: list[Consumer] = []
+        # _lifecycle orders start and stop, and _lock orders changes to the worker lists.
+        self._lifecycle = asyncio.Lock()
+        self._lock = asyncio.Lock()
+        self._draining: list[PersistentQInterface] = []
         self._paused_kinds: set[str] = set()
 
     def __repr__(self) -> str:
@@ -115,10 +117,16 @@ class WorkerPool:
         return self._started
 
     async def start(self) -> WorkerPool:
-        """Open the store and start the configured workers; starting twice does nothing."""
-        if self._started:
-            return self
-        self._lock = asyncio.Lock()
+        """Open the store and start the configured workers; starting twice does nothing.
+
+        A start made while a stop is still draining waits for that stop to end.
+        """
+        async with self._lifecycle:
+            if not self._started:
+                await self._start()
+        return self
+
+    async def _start(self) -> None:
         self.bridge = AsyncStore(self.store)
         self.runner = SyncRunner(max_children=max(self.config.general.n_cons, 1))
         self.cleaner = Cleaner(self.bridge, self.config, hooks=self.hooks)
@@ -128,7 +136,6 @@ class WorkerPool:
         self._started = True
         await self.scale(n_prod=self.config.general.n_prod, n_cons=self.config.general.n_cons)
         log.info("pool started on %s, queue %r", self.store, self.config.general.queue)
-        return self
 
     async def scale(self, *, n_prod: int | None = None, n_cons: int | None = None) -> None:
         """Start or stop workers until `n_prod` producers and `n_cons` consumers run."""
@@ -156,7 +163,11 @@ class WorkerPool:
         surplus = workers[target:]
         del workers[target:]
         if surplus:
-            await asyncio.gather(*(worker.stop() for worker in surplus))
+            self._draining += surplus  # so that hurry() reaches them
+            try:
+                await asyncio.gather(*(worker.stop() for worker in surplus))
+            finally:
+                self._draining = [worker for worker in self._draining if worker not in surplus]
 
     def _new_consumer(self) -> Consumer:
         consumer = Consumer(self.bridge, self.config, runner=self.runner, hooks=self.hooks)
@@ -202,17 +213,23 @@ class WorkerPool:
         could expire under a job that is still running. Store writes come
         last, so every outcome is committed before the store closes.
         """
-        if not self._started:
-            return
+        async with self._lifecycle:
+            if self._started:
+                await self._stop(grace_s)
+
+    async def _stop(self, grace_s: float | None) -> None:
         self._started = False
         async with self._lock:
             producers, self.producers = self.producers, []
             consumers, self.consumers = self.consumers, []
-            self._draining = consumers
-            await asyncio.gather(*(worker.stop(grace_s) for worker in producers))
-            await asyncio.gather(*(worker.stop(grace_s) for worker in consumers))
-            if self.cleaner is not None:
-                await self.cleaner.stop(grace_s)
+            cleaner, self.cleaner = self.cleaner, None
+            self._draining += [*producers, *consumers]
+            try:
+                await asyncio.gather(*(worker.stop(grace_s) for worker in producers))
+                await asyncio.gather(*(worker.stop(grace_s) for worker in consumers))
+                await cleaner.stop(grace_s)
+            finally:
+                self._draining = []
             await self.runner.aclose()
             await self.bridge.aclose()
         if self._owns_store:

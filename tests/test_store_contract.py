@@ -921,6 +921,7 @@ def test_purge_default_keeps_active_jobs(store):
     finished = [make_state(store, state) for state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)]
     running = make_state(store, JobState.RUNNING)
     queued = make_state(store, JobState.QUEUED)
+    store.mark_discarded([finished[1]])
 
     assert store.purge() == 3
 
@@ -943,6 +944,17 @@ def test_purge_by_state(store):
     for job_id in (done, cancelled):
         with pytest.raises(JobNotFoundError):
             store.get(job_id)
+
+
+def test_purge_keeps_undiscarded_failed(store):
+    """purge keeps a failed job until the cleaner discarded its leftovers, then deletes it."""
+    failed = make_state(store, JobState.FAILED)
+
+    assert store.purge(states=[JobState.FAILED]) == 0
+    assert store.get(failed).state is JobState.FAILED
+
+    store.mark_discarded([failed])
+    assert store.purge(states=[JobState.FAILED]) == 1
 
 
 def test_purge_by_age(store):

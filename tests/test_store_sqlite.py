@@ -102,10 +102,14 @@ def test_synchronous_invalid_raises(db_path):
         PersistentQSQLite(db_path, synchronous="off")
 
 
-def test_claim_plan_uses_claim_index(sqlite_store, db_path):
-    """The claim's SELECT walks jobs_claim_order in claim order, with no sort step."""
-    ids = sqlite_store.put_many([f"job {n}" for n in range(300)])
-    sqlite_store.cancel(ids[:200])
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no-stats", "after-analyze"])
+def test_claim_plan_uses_claim_index(sqlite_store, db_path, analyzed):
+    """The claim's SELECT walks jobs_claim_order in claim order with no sort step, with or without ANALYZE."""
+    ids = sqlite_store.put_many([f"job {n}" for n in range(3000)])
+    sqlite_store.cancel(ids[:2000])
+    if analyzed:
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("ANALYZE")
     match = re.search(r"WHERE id IN \((.*)\)\s*RETURNING", sql.CLAIM, re.DOTALL)
     assert match, "the claim statement no longer has the shape UPDATE ... WHERE id IN (SELECT ...)"
     params = {"queue": "default", "now": time.time(), "limit": 10, "lease_s": 1.0, "worker_id": "w"}
@@ -432,3 +436,26 @@ def test_open_directory_as_database(tmp_path):
     """Opening a folder as the database raises StoreError saying a file is needed."""
     with pytest.raises(StoreError, match="not a folder"):
         PersistentQSQLite(tmp_path)
+
+
+def test_undiscarded_plan_uses_partial_index(sqlite_store, db_path):
+    """The cleaner's query for failed jobs to discard uses jobs_undiscarded, not a scan."""
+    params = ("default", 100)
+    with sqlite3.connect(db_path) as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql.FAILED_UNDISCARDED, params)]
+
+    assert any("jobs_undiscarded" in step for step in plan), plan
+
+
+def test_bad_unicode_result_keeps_group(sqlite_store):
+    """An ack whose result has a lone surrogate is stored escaped and does not sink the acks beside it."""
+    sqlite_store.put_many(["a", "b"])
+    first, second = sqlite_store.claim(limit=2, lease_s=30, worker_id="w", max_attempts=3)
+    outcomes = [
+        Outcome(OutcomeKind.ACK, first.id, first.lease_token, result="out-\udcff"),
+        Outcome(OutcomeKind.ACK, second.id, second.lease_token, result="fine"),
+    ]
+
+    assert sqlite_store.settle(outcomes) == [True, True]
+    assert sqlite_store.get(first.id).result == "out-\\udcff"
+    assert sqlite_store.get(second.id).state == JobState.DONE

@@ -582,3 +582,134 @@ def test_scale_rejects_bool(tmp_path: Path) -> None:
             await pool.scale(n_cons=True)
 
     run_pool(WorkerPool(make_config(tmp_path), consumer_function=lambda p: None), scenario)
+
+
+def test_start_during_stop_waits(tmp_path: Path) -> None:
+    """A start made while a stop drains waits for it, then runs one working set of workers."""
+    started = asyncio.Event()
+
+    async def slow_then_fast(payload: str) -> str:
+        if payload == "slow":
+            started.set()
+            await asyncio.sleep(0.5)
+        return payload
+
+    pool = WorkerPool(make_config(tmp_path, **{"general.shutdown_grace": 5}), consumer_function=slow_then_fast)
+    pool.store.put("slow")
+
+    async def main() -> None:
+        await pool.start()
+        await asyncio.wait_for(started.wait(), 10)
+        old_cleaner = pool.cleaner
+        stopping = asyncio.create_task(pool.stop())
+        await asyncio.sleep(0)
+        await pool.start()
+        assert stopping.done()
+        assert not old_cleaner.running
+        pool.store.put("after restart")
+        await wait_until(finished(pool, 2))
+        await pool.stop()
+
+    asyncio.run(main())
+
+    assert {job.state for job in pool_store(tmp_path).jobs()} == {JobState.DONE}
+
+
+def test_stop_during_claim_starts_nothing(tmp_path: Path) -> None:
+    """A job whose claim was in flight when the stop came is handed back, never started."""
+    from persistentq.store.sqlite import PersistentQSQLite
+
+    class GatedStore(PersistentQSQLite):
+        """A real store whose claims wait at a gate, so a stop can land mid-claim."""
+
+        gate = None
+        entered = None
+
+        def claim(self, **options):
+            if self.gate is not None:
+                self.entered.set()
+                self.gate.wait(10)
+            return super().claim(**options)
+
+    import threading
+
+    store = GatedStore(tmp_path / "queue.sqlite3")
+    calls: list[str] = []
+
+    async def record(payload: str) -> None:
+        calls.append(payload)
+
+    pool = WorkerPool(make_config(tmp_path), store=store, consumer_function=record)
+    job_id = store.put("x")
+    store.gate, store.entered = threading.Event(), threading.Event()
+
+    async def main() -> None:
+        await pool.start()
+        assert await asyncio.to_thread(store.entered.wait, 10)
+        stopping = asyncio.create_task(pool.stop())
+        await asyncio.sleep(0.1)
+        store.gate.set()
+        await stopping
+
+    asyncio.run(main())
+
+    job = store.get(job_id)
+    assert calls == []
+    assert job.state == JobState.QUEUED
+    assert job.attempts == 0
+    store.close()
+
+
+def test_hurry_reaches_consumers_being_scaled_down(tmp_path: Path) -> None:
+    """hurry() during scale-down hands running jobs back at once instead of after the grace."""
+    started = asyncio.Event()
+
+    async def long_job(payload: str) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    pool = WorkerPool(make_config(tmp_path, **{"general.shutdown_grace": 30}), consumer_function=long_job)
+    job_id = pool.store.put("long")
+
+    async def main() -> float:
+        await pool.start()
+        await asyncio.wait_for(started.wait(), 10)
+        begin = time.monotonic()
+        scaling = asyncio.create_task(pool.scale(n_cons=0))
+        await asyncio.sleep(0.1)
+        pool.hurry()
+        await scaling
+        await pool.stop()
+        return time.monotonic() - begin
+
+    elapsed = asyncio.run(main())
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.QUEUED
+    assert job.attempts == 0
+    assert elapsed < 10, f"scale-down took {elapsed:.1f} s despite hurry()"
+
+
+def test_hurry_does_not_outlive_restart(tmp_path: Path) -> None:
+    """After a hurried stop, a restarted worker gets its full grace period again."""
+    async def one_second(payload: str) -> str:
+        await asyncio.sleep(1)
+        return "finished"
+
+    async def main() -> None:
+        pool = WorkerPool(make_config(tmp_path, **{"general.n_cons": 0}))
+        await pool.start()
+        try:
+            consumer = Consumer(pool.bridge, pool.config).execute_function(one_second)
+            consumer.start()
+            consumer.hurry()
+            await consumer.stop(grace_s=0)
+            job_id = pool.store.put("x")
+            consumer.start()
+            await wait_until(lambda: consumer.current_job is not None)
+            await consumer.stop(grace_s=5)
+            await wait_until(lambda: pool.store.get(job_id).state == JobState.DONE, timeout_s=5)
+        finally:
+            await pool.stop()
+
+    asyncio.run(main())

@@ -228,7 +228,9 @@ class PersistentQStore(ABC):
     ) -> int:
         """Delete finished jobs in `states` that finished more than `older_than_s` ago.
 
-        Raises InvalidStateError when asked to purge queued or running jobs.
+        Failed jobs are kept until `mark_discarded` recorded that their
+        leftovers are gone, so no leftover file outlives its row. Raises
+        InvalidStateError when asked to purge queued or running jobs.
         """
 
     @abstractmethod

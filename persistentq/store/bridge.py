@@ -105,7 +105,7 @@ class AsyncStore:
             if future.done() and not future.cancelled() and future.exception() is None:
                 job = future.result()
                 if job is not None:
-                    self.settle(Outcome(OutcomeKind.RELEASE, job.id, job.lease_token))
+                    self._release(job)
             raise
 
     def settle(self, outcome: Outcome) -> asyncio.Future:
@@ -204,8 +204,17 @@ class AsyncStore:
                     future.set_exception(exc)
             elif isinstance(result, ClaimedJob):
                 # The claimer was cancelled while its claim ran: hand the job back.
-                release = Outcome(OutcomeKind.RELEASE, result.id, result.lease_token)
-                self._pending.outcomes.append((release, self._loop.create_future()))
+                self._release(result)
+
+    def _release(self, job: ClaimedJob) -> None:
+        """Hand back a job nobody will run; a failure is logged, since nobody awaits it."""
+        if self._closed and self._flushing is None:
+            log.warning("job %d claimed as the store closed; it runs again once its lease expires", job.id)
+            return
+        future = self._loop.create_future()
+        future.add_done_callback(lambda done: _log_release_failure(job, done))
+        self._pending.outcomes.append((Outcome(OutcomeKind.RELEASE, job.id, job.lease_token), future))
+        self._schedule()
 
     def _on_put(self, queue: str) -> None:
         try:
@@ -217,6 +226,12 @@ class AsyncStore:
         signal = self._put_signals.pop(queue, None)
         if signal is not None and not signal.done():
             signal.set_result(None)
+
+
+def _log_release_failure(job: ClaimedJob, done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("could not hand job %d back (%s); it runs again once its lease expires",
+                    job.id, done.exception())
 
 
 Resolution = tuple[asyncio.Future, Any, "BaseException | None"]

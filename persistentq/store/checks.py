@@ -38,8 +38,15 @@ def check_payload(payload: object) -> None:
 
 
 def clip(text: str | None, max_chars: int) -> str | None:
-    """Cut `text` to `max_chars`, keeping its end, where the error message of a traceback is."""
-    if text is None or len(text) <= max_chars:
+    """Cut `text` to `max_chars`, keeping its end, where the error message of a traceback is.
+
+    Characters that UTF-8 cannot encode (lone surrogates, as in undecodable
+    file names) are escaped, since one of them would fail a whole grouped commit.
+    """
+    if text is None:
+        return None
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= max_chars:
         return text
     return "[...]" + text[-(max_chars - 5):]
 

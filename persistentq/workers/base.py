@@ -123,6 +123,7 @@ class PersistentQInterface(ABC):
         if self.function is None and self.kind != "cleaner":
             raise RuntimeError(f"{self.id}: call execute_function(fn) before start()")
         self._stopping.clear()
+        self._hurry.clear()
         self.state = WorkerState.PAUSED if not self._resumed.is_set() else WorkerState.RUNNING
         self._task = asyncio.get_running_loop().create_task(self._main(), name=self.id)
         self._task.add_done_callback(self._on_task_done)
@@ -209,9 +210,9 @@ class PersistentQInterface(ABC):
         return work.done() and not work.cancelled()
 
     def _on_task_done(self, task: asyncio.Task) -> None:
-        if self._heartbeat_task is not None and self._stopping.is_set():
-            return  # `stop` is winding the worker down and records the stop itself.
-        if self._heartbeat_task is not None:
+        stopping = self._heartbeat_task is not None and self._stopping.is_set()
+        if self._heartbeat_task is not None and not stopping:
+            # `stop` otherwise ends the heartbeats itself, after recording the stop.
             self._heartbeat_task.cancel()
         if not task.cancelled() and task.exception() is not None:
             self.state = WorkerState.ERROR

@@ -62,35 +62,46 @@ class Consumer(PersistentQInterface):
             await self._wait_for(asyncio.shield(put_signal), timeout_s=settings.poll_interval)
             self._look_again = True
             return
+        if self._stopping.is_set():
+            # The stop came while the claim was in flight: a stopped consumer starts nothing.
+            self.bridge.settle(Outcome(OutcomeKind.RELEASE, job.id, job.lease_token))
+            return
         await self.run_job(job)
 
     async def run_job(self, job: ClaimedJob) -> None:
         """Run one attempt of a claimed job and record its outcome."""
         self.current_job = job
         self.runs += 1
-        # Leases keep being renewed while a stop drains running jobs, or a job
-        # still running could be taken over by another worker.
-        self.bridge.hold_lease(job, lease_s=self.config.consumer.lease, on_lost=lambda: self._on_lease_lost(job))
         try:
-            result = _result_text(await self._call(job))
+            result = await self._attempt(job)
         except asyncio.CancelledError:
             # Stopped past the grace period: hand the job back without using up
-            # its attempt. The write is shielded so the cancellation cannot drop it.
-            self.bridge.drop_lease(job.id)
+            # its attempt. `_settle` shields the write from the cancellation.
             await self._settle(Outcome(OutcomeKind.RELEASE, job.id, job.lease_token))
             log.info("%s: job %d handed back to the queue", self.id, job.id)
             raise
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             # SystemExit and KeyboardInterrupt raised by a job function end that
             # attempt, not the process that runs every other worker.
-            self.bridge.drop_lease(job.id)
             await self._record_failure(job, exc)
         else:
-            self.bridge.drop_lease(job.id)
             self._record_success(job, result)
         finally:
-            self.bridge.drop_lease(job.id)
             self.current_job = None
+
+    async def _attempt(self, job: ClaimedJob) -> str | None:
+        """Run the function on the job's payload while its lease is renewed.
+
+        Renewal goes on while a stop drains running jobs, or a job still
+        running could be taken over. It ends before the outcome is written,
+        so a renewal cannot race the outcome and report a lost lease.
+        """
+        lease_s = self.config.consumer.lease
+        self.bridge.hold_lease(job, lease_s=lease_s, on_lost=lambda: self._on_lease_lost(job))
+        try:
+            return _result_text(await self._call(job))
+        finally:
+            self.bridge.drop_lease(job.id)
 
     async def _call(self, job: ClaimedJob) -> object:
         settings = self.config.consumer

@@ -1,4 +1,4 @@
-"""Requeueing failed jobs, with the file pipeline's input files renamed back first."""
+"""Management operations that touch both the queue and the files of its jobs: requeue and purge."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .config import Config
 from .errors import InvalidStateError
 from .files import FilePipeline
 from .hooks import JobHooks, NoHooks
-from .store.base import JobState, PersistentQStore
+from .store.base import FINISHED_STATES, JobState, PersistentQStore
 
 
 @dataclass
@@ -49,3 +49,27 @@ def requeue_jobs(store: PersistentQStore, config: Config, job_ids: Iterable[int]
     if result.requeued:
         store.requeue(result.requeued)
     return result
+
+
+def purge_jobs(
+    store: PersistentQStore, config: Config, *, states: list[JobState], older_than_s: float
+) -> int:
+    """Delete finished jobs; the leftovers of failed ones are discarded first, as the cleaner does.
+
+    A failed job whose leftovers cannot be discarded (the hook raised) is kept.
+    """
+    queue = config.general.queue
+    if JobState.FAILED in states:
+        hooks = hooks_for(config)
+        while failed := store.failed_undiscarded(queue=queue, limit=500):
+            discarded = []
+            for job in failed:
+                try:
+                    hooks.discard(job.payload)
+                except OSError:
+                    continue
+                discarded.append(job.id)
+            if not discarded:
+                break
+            store.mark_discarded(discarded)
+    return store.purge(queue=queue, states=states or list(FINISHED_STATES), older_than_s=older_than_s)
