@@ -21,7 +21,8 @@ async def call_with_limit(
 ) -> object:
     """Return `function(payload)`, stopped with JobTimeoutError after `timeout_s` seconds.
 
-    A coroutine is cancelled at the limit. A plain def runs in one of the
+    A coroutine is cancelled at the limit. NOTE: a coroutine that catches
+    CancelledError and goes on cannot be stopped this way. A plain def runs in one of the
     runner's child processes, which is killed at the limit. With `sync_mode`
     "thread" it runs in a thread instead. A thread cannot be stopped, so the
     call is abandoned at the limit while the thread runs on.
