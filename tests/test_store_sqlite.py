@@ -459,3 +459,15 @@ def test_bad_unicode_result_keeps_group(sqlite_store):
     assert sqlite_store.settle(outcomes) == [True, True]
     assert sqlite_store.get(first.id).result == "out-\\udcff"
     assert sqlite_store.get(second.id).state == JobState.DONE
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["all-states", "one-state"])
+def test_page_plan_needs_no_sort(sqlite_store, db_path, with_state):
+    """A page of jobs, newest first, is read in index order with no sort step."""
+    sqlite_store.put_many([f"job {n}" for n in range(500)])
+    query = sql.page_query(with_state=with_state, with_search=False)
+    params = ("default", "queued", 10, 0) if with_state else ("default", 10, 0)
+    with sqlite3.connect(db_path) as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query, params)]
+
+    assert not any("TEMP B-TREE" in step for step in plan), plan

@@ -17,13 +17,18 @@ JOB_FIELDS = tuple(field.name for field in fields(Job))
 
 def jobs_frame(jobs: Sequence[Job]) -> pd.DataFrame:
     """Return one row per job: times as UTC datetimes, state as a categorical, id as index."""
+    return rows_frame([tuple(job.__dict__.values()) for job in jobs])
+
+
+def rows_frame(rows: Sequence[tuple]) -> pd.DataFrame:
+    """Build the jobs DataFrame straight from database rows in JOB_FIELDS order."""
     import pandas as pd
 
-    frame = pd.DataFrame([tuple(job.__dict__.values()) for job in jobs], columns=list(JOB_FIELDS))
+    frame = pd.DataFrame.from_records(list(rows), columns=list(JOB_FIELDS))
     for column in TIME_COLUMNS:
         frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
     frame["state"] = pd.Categorical(
-        [str(state) for state in frame["state"]], categories=[state.value for state in JobState]
+        frame["state"].astype(str), categories=[state.value for state in JobState]
     )
     for column in ("priority", "attempts"):
         frame[column] = frame[column].astype("int64")

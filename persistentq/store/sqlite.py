@@ -41,7 +41,7 @@ from .base import (
     WorkerRecord,
 )
 from .checks import check_local_filesystem, check_payload, check_put_options, clip
-from .frames import jobs_frame
+from .frames import rows_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -440,6 +440,12 @@ class PersistentQSQLite(PersistentQStore):
         offset: int = 0,
         search: str | None = None,
     ) -> list[Job]:
+        rows = self._page_rows(queue=queue, state=state, limit=limit, offset=offset, search=search)
+        return [_job(row) for row in rows]
+
+    def _page_rows(
+        self, *, queue: str, state: JobState | None, limit: int, offset: int, search: str | None
+    ) -> list[tuple]:
         params: list[object] = [queue]
         if state is not None:
             params.append(JobState(state).value)
@@ -448,7 +454,7 @@ class PersistentQSQLite(PersistentQStore):
             params.append(f"%{escaped}%")
         params += [int(limit), int(offset)]
         query = sql.page_query(with_state=state is not None, with_search=bool(search))
-        return [_job(row) for row in self._read(query, params)]
+        return self._read(query, params)
 
     def dataframe(
         self,
@@ -457,7 +463,8 @@ class PersistentQSQLite(PersistentQStore):
         state: JobState | None = None,
         limit: int = 10_000,
     ) -> pd.DataFrame:
-        return jobs_frame(self.jobs(queue=queue, state=state, limit=limit))
+        # Rows go straight into the frame, without a Job object each.
+        return rows_frame(self._page_rows(queue=queue, state=state, limit=limit, offset=0, search=None))
 
     def failed_undiscarded(self, *, queue: str = DEFAULT_QUEUE, limit: int = 100) -> list[Job]:
         return [_job(row) for row in self._read(sql.FAILED_UNDISCARDED, (queue, limit))]

@@ -42,6 +42,10 @@ CREATE INDEX IF NOT EXISTS jobs_lease_expiry
 -- Pages of one state, newest first, and the counts per state.
 CREATE INDEX IF NOT EXISTS jobs_state_page ON jobs (queue, state, id);
 
+-- Pages of every state, newest first. Only puts and purges write to it,
+-- since neither column ever changes.
+CREATE INDEX IF NOT EXISTS jobs_queue_page ON jobs (queue, id);
+
 CREATE INDEX IF NOT EXISTS jobs_unique_key
     ON jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
 
