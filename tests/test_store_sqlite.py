@@ -91,7 +91,8 @@ def test_synchronous_setting_applied(db_path, setting, level):
     store = PersistentQSQLite(db_path, synchronous=setting)
     try:
         # PRAGMA synchronous is per connection, so only the store's own connection shows it.
-        assert store._connection().execute("PRAGMA synchronous").fetchone()[0] == level
+        with store._connection() as conn:
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == level
     finally:
         store.close()
 
@@ -471,3 +472,37 @@ def test_page_plan_needs_no_sort(sqlite_store, db_path, with_state):
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query, params)]
 
     assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
+def test_close_while_threads_use_store(db_path):
+    """Closing the store while other threads use it ends their calls with StoreError, never a crash."""
+    script = f"""
+import threading, sys
+from persistentq.errors import StoreError
+from persistentq.store import PersistentQSQLite
+store = PersistentQSQLite({str(db_path)!r})
+started = threading.Barrier(5)
+errors = []
+def hammer():
+    started.wait()
+    try:
+        while True:
+            store.put("x")
+            store.counts()
+    except StoreError as exc:
+        errors.append(str(exc))
+threads = [threading.Thread(target=hammer) for _ in range(4)]
+for thread in threads:
+    thread.start()
+started.wait()
+import time; time.sleep(0.3)
+store.close()
+for thread in threads:
+    thread.join(10)
+print(len(errors))
+"""
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "4", done.stdout + done.stderr

@@ -99,7 +99,7 @@ class PersistentQSQLite(PersistentQStore):
         self.path = Path(path).resolve()
         self.synchronous = synchronous.upper()
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[sqlite3.Connection, threading.RLock]] = []
         self._connections_lock = threading.Lock()
         self._put_listeners: list[Callable[[str], None]] = []
         self._closed = False
@@ -119,17 +119,26 @@ class PersistentQSQLite(PersistentQStore):
 
     # Connections and transactions.
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """Lend this thread's connection, opened on first use, for one statement or transaction.
+
+        Each connection has a lock that only `close` contends for, so closing
+        the store waits for a statement in progress in another thread instead
+        of closing the connection under it (which crashes the interpreter).
+        """
         if self._closed:
             raise StoreError(f"{self!r} is closed")
-        conn = self._retry_busy(self._open_connection)
-        self._local.conn = conn
-        with self._connections_lock:
-            self._connections.append(conn)
-        return conn
+        conn, lock = getattr(self._local, "conn", None), getattr(self._local, "lock", None)
+        if conn is None:
+            conn, lock = self._retry_busy(self._open_connection), threading.RLock()
+            self._local.conn, self._local.lock = conn, lock
+            with self._connections_lock:
+                self._connections.append((conn, lock))
+        with lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            yield conn
 
     def _open_connection(self) -> sqlite3.Connection:
         # isolation_level=None leaves transactions to `_transaction` alone.
@@ -167,14 +176,14 @@ class PersistentQSQLite(PersistentQStore):
 
     @contextmanager
     def _transaction_once(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(conn)` in one write transaction, retried while the file is locked."""
@@ -186,8 +195,11 @@ class PersistentQSQLite(PersistentQStore):
         return self._retry_busy(attempt)
 
     def _read(self, query: str, params: Sequence[object] = ()) -> list[tuple]:
-        conn = self._connection()
-        return self._retry_busy(lambda: conn.execute(query, params).fetchall())
+        def read() -> list[tuple]:
+            with self._connection() as conn:
+                return conn.execute(query, params).fetchall()
+
+        return self._retry_busy(read)
 
     def _create_schema(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
@@ -207,13 +219,16 @@ class PersistentQSQLite(PersistentQStore):
         self._transaction(create)
 
     def close(self) -> None:
-        """Close every connection of every thread; later calls raise StoreError."""
+        """Close every connection of every thread, each after its statement in progress ends.
+
+        Later calls raise StoreError. Idempotent.
+        """
         self._closed = True
         with self._connections_lock:
             connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
-        self._local = threading.local()
+        for conn, lock in connections:
+            with lock:
+                conn.close()
 
     def add_put_listener(self, listener: Callable[[str], None]) -> None:
         self._put_listeners.append(listener)
