@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -10,6 +11,8 @@ from .errors import InvalidStateError
 from .files import FilePipeline
 from .hooks import JobHooks, NoHooks
 from .store.base import FINISHED_STATES, JobState, PersistentQStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,24 +33,23 @@ def hooks_for(config: Config) -> JobHooks:
 def requeue_jobs(store: PersistentQStore, config: Config, job_ids: Iterable[int]) -> RequeueResult:
     """Queue failed or cancelled jobs again; each job is requeued or rejected with a reason.
 
-    Raises JobNotFoundError for an unknown id before anything changes.
+    For file jobs, `<name>.failed` is renamed back first. The requeue then
+    succeeds only if the cleaner has not marked the job discarded meanwhile,
+    in which case the cleaner removes the file again. Raises JobNotFoundError
+    for an unknown id before anything changes.
     """
     hooks = hooks_for(config)
+    file_jobs = not config.consumer.function
     result = RequeueResult()
-    jobs = [store.get(job_id) for job_id in job_ids]
-    for job in jobs:
-        if job.state not in (JobState.FAILED, JobState.CANCELLED):
-            result.rejected[job.id] = f"job {job.id} is {job.state}; only failed or cancelled jobs can be requeued"
-            continue
+    for job in [store.get(job_id) for job_id in job_ids]:
         try:
             if job.state == JobState.FAILED:
                 hooks.before_requeue(job.payload)
+            store.requeue([job.id], require_leftovers=file_jobs)
         except (InvalidStateError, OSError) as exc:
             result.rejected[job.id] = str(exc)
-            continue
-        result.requeued.append(job.id)
-    if result.requeued:
-        store.requeue(result.requeued)
+        else:
+            result.requeued.append(job.id)
     return result
 
 
@@ -56,20 +58,19 @@ def purge_jobs(
 ) -> int:
     """Delete finished jobs; the leftovers of failed ones are discarded first, as the cleaner does.
 
-    A failed job whose leftovers cannot be discarded (the hook raised) is kept.
+    A leftover that cannot be removed (an OSError) is logged with its job id
+    and left on disk, and the job's row is purged all the same.
     """
     queue = config.general.queue
     if JobState.FAILED in states:
         hooks = hooks_for(config)
         while failed := store.failed_undiscarded(queue=queue, limit=500):
-            discarded = []
+            marked = set(store.mark_discarded([job.id for job in failed]))
             for job in failed:
+                if job.id not in marked:
+                    continue
                 try:
                     hooks.discard(job.payload)
-                except OSError:
-                    continue
-                discarded.append(job.id)
-            if not discarded:
-                break
-            store.mark_discarded(discarded)
+                except OSError as exc:
+                    log.warning("could not remove what failed job %d left behind: %s", job.id, exc)
     return store.purge(queue=queue, states=states or list(FINISHED_STATES), older_than_s=older_than_s)

@@ -291,3 +291,35 @@ def test_format_table_aligns_numbers() -> None:
     table = format_table(["name", "n"], [["a", 5], ["long", 12]])
 
     assert table.splitlines() == ["name   n", "----  --", "a      5", "long  12"]
+
+
+def test_retry_after_cleaner_marked_keeps_failed(config_file: Path, store: PersistentQSQLite) -> None:
+    """A retry that loses the race to the cleaner's mark is rejected, and the cleaner still removes the file."""
+    pipeline = FilePipeline.for_config(load_config(config_file))
+    name = pipeline.produce()
+    job_id = fail_job(store, name)
+    pipeline.on_failed(name)
+    assert store.mark_discarded([job_id]) == [job_id]  # the cleaner's sweep marks the job first
+    result = basic(config_file, "retry", str(job_id))
+    pipeline.discard(name)  # then the cleaner removes the file
+
+    assert result.exit_code == 1
+    assert "already removed" in result.output
+    assert store.get(job_id).state == JobState.FAILED
+    assert not (pipeline.primary_path / name).exists()
+    assert not (pipeline.primary_path / (name + FAILED_SUFFIX)).exists()
+
+
+def test_retry_before_cleaner_mark_keeps_file(config_file: Path, store: PersistentQSQLite) -> None:
+    """A retry that wins the race keeps the input file, and the cleaner's later mark skips the job."""
+    pipeline = FilePipeline.for_config(load_config(config_file))
+    name = pipeline.produce()
+    job_id = fail_job(store, name)
+    pipeline.on_failed(name)
+    candidates = [job.id for job in store.failed_undiscarded()]  # the cleaner's sweep lists the job
+    result = basic(config_file, "retry", str(job_id))
+
+    assert result.exit_code == 0, result.output
+    assert store.mark_discarded(candidates) == []
+    assert store.get(job_id).state == JobState.QUEUED
+    assert (pipeline.primary_path / name).exists()

@@ -1325,3 +1325,44 @@ def test_remove_put_listener_stops_calls(store):
 
     assert removed_calls == ["default"]
     assert remaining_calls == ["default", "default"]
+
+
+def test_mark_discarded_returns_marked_only(store):
+    """mark_discarded marks failed, unmarked jobs and returns just those ids."""
+    failed = make_state(store, JobState.FAILED)
+    done = make_state(store, JobState.DONE)
+
+    assert store.mark_discarded([failed, done]) == [failed]
+    assert store.mark_discarded([failed]) == []
+
+
+def test_mark_discarded_skips_requeued_job(store):
+    """A failed job requeued before the cleaner marks it is not marked, so its leftovers stay."""
+    failed = make_state(store, JobState.FAILED)
+    candidates = [job.id for job in store.failed_undiscarded()]
+    store.requeue([failed])
+
+    assert store.mark_discarded(candidates) == []
+    assert store.get(failed).state is JobState.QUEUED
+
+
+def test_requeue_require_leftovers_rejects_discarded(store):
+    """With require_leftovers, a failed job already marked discarded is not requeued."""
+    failed = make_state(store, JobState.FAILED)
+    store.mark_discarded([failed])
+
+    with pytest.raises(InvalidStateError, match="already removed"):
+        store.requeue([failed], require_leftovers=True)
+    assert store.get(failed).state is JobState.FAILED
+    assert store.requeue([failed]) == 1
+
+
+def test_requeue_rejects_unique_key_clash(store):
+    """A requeue that would make two queued jobs share a unique key is rejected."""
+    first = store.put("a", unique_key="k")
+    store.cancel([first])
+    second = store.put("b", unique_key="k")
+
+    with pytest.raises(InvalidStateError, match=f"job {second} with the same unique key"):
+        store.requeue([first])
+    assert store.get(first).state is JobState.CANCELLED

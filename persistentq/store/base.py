@@ -210,12 +210,14 @@ class PersistentQStore(ABC):
         """
 
     @abstractmethod
-    def requeue(self, job_ids: Iterable[int]) -> int:
+    def requeue(self, job_ids: Iterable[int], *, require_leftovers: bool = False) -> int:
         """Queue the given failed or cancelled jobs again with attempts at 0.
 
         Returns how many were requeued. Raises JobNotFoundError for an unknown
-        id and InvalidStateError for a job that is queued, running or done;
-        then nothing is changed.
+        id, and InvalidStateError for a job that is queued, running or done,
+        whose unique key another queued or running job has, or (with
+        `require_leftovers`) a failed job already marked discarded. Then
+        nothing is changed.
         """
 
     @abstractmethod
@@ -268,8 +270,13 @@ class PersistentQStore(ABC):
         """Return failed jobs whose leftovers the cleaner has not discarded yet."""
 
     @abstractmethod
-    def mark_discarded(self, job_ids: Iterable[int]) -> None:
-        """Record that the cleaner discarded the leftovers of these failed jobs."""
+    def mark_discarded(self, job_ids: Iterable[int]) -> list[int]:
+        """Mark failed jobs as discarded, before their leftovers are removed, in one commit.
+
+        Returns the ids it marked: those still failed and not marked before.
+        Only their leftovers may be removed, because a requeue that came
+        first has taken the others back.
+        """
 
     @abstractmethod
     def register_worker(self, record: WorkerRecord) -> None:

@@ -395,8 +395,9 @@ class PersistentQSQLite(PersistentQStore):
 
         return self._transaction(write)
 
-    def requeue(self, job_ids: Iterable[int]) -> int:
+    def requeue(self, job_ids: Iterable[int], *, require_leftovers: bool = False) -> int:
         ids = [int(job_id) for job_id in job_ids]
+        ids_json = json.dumps(ids)
 
         def write(conn: sqlite3.Connection) -> int:
             states = self._states_of(conn, ids)
@@ -407,7 +408,19 @@ class PersistentQSQLite(PersistentQStore):
                 raise InvalidStateError(
                     f"job {job_id} is {state}; only failed or cancelled jobs can be requeued"
                 )
-            return conn.execute(sql.REQUEUE, (time.time(), json.dumps(ids))).rowcount
+            clash = conn.execute(sql.ACTIVE_KEY_CLASH, (ids_json,)).fetchone()
+            if clash:
+                raise InvalidStateError(
+                    f"job {clash[0]} cannot be requeued: job {clash[1]} with the same unique key "
+                    "is queued or running"
+                )
+            discarded = conn.execute(sql.DISCARDED_OF_IDS, (ids_json,)).fetchone() if require_leftovers else None
+            if discarded:
+                raise InvalidStateError(
+                    f"job {discarded[0]} cannot be requeued: the cleaner already removed what it "
+                    "left behind; put a new job instead"
+                )
+            return conn.execute(sql.REQUEUE, (time.time(), ids_json)).rowcount
 
         requeued = self._transaction(write)
         if requeued:
@@ -484,9 +497,10 @@ class PersistentQSQLite(PersistentQStore):
     def failed_undiscarded(self, *, queue: str = DEFAULT_QUEUE, limit: int = 100) -> list[Job]:
         return [_job(row) for row in self._read(sql.FAILED_UNDISCARDED, (queue, limit))]
 
-    def mark_discarded(self, job_ids: Iterable[int]) -> None:
+    def mark_discarded(self, job_ids: Iterable[int]) -> list[int]:
         ids = json.dumps([int(job_id) for job_id in job_ids])
-        self._transaction(lambda conn: conn.execute(sql.MARK_DISCARDED, (ids,)))
+        rows = self._transaction(lambda conn: conn.execute(sql.MARK_DISCARDED, (ids,)).fetchall())
+        return sorted(row[0] for row in rows)
 
     # The worker registry.
 

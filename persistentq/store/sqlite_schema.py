@@ -195,7 +195,27 @@ WHERE queue = ? AND state = 'failed' AND discarded = 0
 ORDER BY id LIMIT ?
 """
 
-MARK_DISCARDED = "UPDATE jobs SET discarded = 1 WHERE id IN (SELECT value FROM json_each(?))"
+# Only failed rows not yet marked: a requeue that got there first wins, and
+# the cleaner then leaves that job's files alone.
+MARK_DISCARDED = """
+UPDATE jobs SET discarded = 1
+WHERE id IN (SELECT value FROM json_each(?)) AND state = 'failed' AND discarded = 0
+RETURNING id
+"""
+
+DISCARDED_OF_IDS = """
+SELECT id FROM jobs
+WHERE id IN (SELECT value FROM json_each(?)) AND state = 'failed' AND discarded = 1
+"""
+
+ACTIVE_KEY_CLASH = """
+SELECT requeued.id, active.id FROM jobs AS requeued
+JOIN jobs AS active
+  ON active.queue = requeued.queue AND active.unique_key = requeued.unique_key
+ AND active.state IN ('queued', 'running') AND active.id != requeued.id
+WHERE requeued.id IN (SELECT value FROM json_each(?)) AND requeued.unique_key IS NOT NULL
+LIMIT 1
+"""
 
 UPSERT_WORKER = """
 INSERT OR REPLACE INTO workers

@@ -52,18 +52,15 @@ class Cleaner(PersistentQInterface):
         jobs = await self.bridge.call(self.bridge.store.failed_undiscarded, queue=queue, limit=DISCARD_BATCH)
         if not jobs:
             return 0
-        discarded = await asyncio.to_thread(self._discard_all, jobs)
-        await self.bridge.call(self.bridge.store.mark_discarded, discarded)
-        return len(discarded)
+        # Mark first, then touch files: a job requeued meanwhile is not marked, so its file stays.
+        marked = set(await self.bridge.call(self.bridge.store.mark_discarded, [job.id for job in jobs]))
+        await asyncio.to_thread(self._discard_all, [job for job in jobs if job.id in marked])
+        return len(marked)
 
-    def _discard_all(self, jobs) -> list[int]:
-        discarded = []
+    def _discard_all(self, jobs) -> None:
         for job in jobs:
             try:
                 self.hooks.discard(job.payload)
             except Exception:
                 self.errors += 1
                 log.exception("%s: could not discard the leftovers of failed job %d", self.id, job.id)
-            else:
-                discarded.append(job.id)
-        return discarded
