@@ -122,7 +122,7 @@ def main() -> None:
 def run(config_path: Path | None, duration: float | None, log_level: str) -> None:
     """Run producers, consumers and the cleaner in the foreground.
 
-    Ctrl-C or SIGTERM stops taking new jobs and lets running jobs finish within
+    Ctrl-C, SIGTERM or SIGHUP stops taking new jobs and lets running jobs finish within
     general.shutdown_grace seconds. Jobs still running then go back to the
     queue. A second Ctrl-C hands them back at once.
     """
@@ -145,7 +145,9 @@ async def _run_pool(config: Config, duration_s: float | None) -> None:
                  name, config.general.shutdown_grace)
         stop.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP comes when the terminal closes: stop as gracefully as for Ctrl-C.
+    stop_signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    for signum in stop_signals:
         try:
             loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
         except (NotImplementedError, RuntimeError):

@@ -63,6 +63,7 @@ class WorkerPool:
         # _lifecycle orders start and stop, and _lock orders changes to the worker lists.
         self._lifecycle = asyncio.Lock()
         self._lock = asyncio.Lock()
+        self._locks_loop: asyncio.AbstractEventLoop | None = None
         self._draining: list[PersistentQInterface] = []
         self._paused_kinds: set[str] = set()
 
@@ -121,10 +122,21 @@ class WorkerPool:
 
         A start made while a stop is still draining waits for that stop to end.
         """
+        self._bind_locks()
         async with self._lifecycle:
             if not self._started:
                 await self._start()
         return self
+
+    def _bind_locks(self) -> None:
+        """Make the pool's locks belong to the running loop, which may differ between runs.
+
+        An asyncio.Lock stays bound to the first loop that waited on it, so a
+        pool stopped in one `asyncio.run` and started in the next needs new ones.
+        """
+        loop = asyncio.get_running_loop()
+        if self._locks_loop is not loop and not self._started:
+            self._lifecycle, self._lock, self._locks_loop = asyncio.Lock(), asyncio.Lock(), loop
 
     async def _start(self) -> None:
         self.bridge = AsyncStore(self.store)
@@ -213,6 +225,7 @@ class WorkerPool:
         could expire under a job that is still running. Store writes come
         last, so every outcome is committed before the store closes.
         """
+        self._bind_locks()
         async with self._lifecycle:
             if self._started:
                 await self._stop(grace_s)

@@ -418,8 +418,9 @@ def nap_config(folder: Path, *, n_cons: int, shutdown_grace: float, function: st
     )
 
 
-def test_sigterm_finishes_running_jobs(processes: Processes, tmp_path: Path) -> None:
-    """SIGTERM to `basic run`: running jobs finish within the grace, the rest stay queued, exit 0."""
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["SIGTERM", "SIGHUP", "SIGINT"])
+def test_sigterm_finishes_running_jobs(processes: Processes, tmp_path: Path, stop_signal: signal.Signals) -> None:
+    """A stop signal to `basic run`: running jobs finish within the grace, the rest stay queued, exit 0."""
     grace_s = 5.0
     config = nap_config(tmp_path, n_cons=2, shutdown_grace=grace_s)
     store = PersistentQSQLite(tmp_path / "queue.sqlite3")
@@ -429,10 +430,10 @@ def test_sigterm_finishes_running_jobs(processes: Processes, tmp_path: Path) -> 
     run = processes.start("basic-run", [BASIC, "run", "--config", config])
     started_log = tmp_path / "started.log"
     processes.wait_until(lambda: len(read_lines(started_log)) >= 3, description="three jobs started", alive=[run])
-    run.popen.send_signal(signal.SIGTERM)
+    run.popen.send_signal(stop_signal)
     signalled = time.monotonic()
     assert run.wait_exit(grace_s + 5) == 0, run.report()
-    print(f"basic run exited {time.monotonic() - signalled:.2f} s after SIGTERM")
+    print(f"basic run exited {time.monotonic() - signalled:.2f} s after {stop_signal.name}")
     assert "Traceback" not in run.stderr(), run.report()
 
     counts = store.counts()
@@ -461,10 +462,10 @@ def test_sigterm_hands_back_long_job(processes: Processes, tmp_path: Path, funct
     started_log = tmp_path / "started.log"
     processes.wait_until(lambda: read_lines(started_log) == ["30 long-job"], description="the job started", alive=[run])
     assert store.get(job_id).attempts == 1
-    run.popen.send_signal(signal.SIGTERM)
+    run.popen.send_signal(stop_signal)
     signalled = time.monotonic()
     assert run.wait_exit(grace_s + 5) == 0, run.report()
-    print(f"basic run exited {time.monotonic() - signalled:.2f} s after SIGTERM")
+    print(f"basic run exited {time.monotonic() - signalled:.2f} s after {stop_signal.name}")
     assert "Traceback" not in run.stderr(), run.report()
 
     job = store.get(job_id)

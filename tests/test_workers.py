@@ -713,3 +713,48 @@ def test_hurry_does_not_outlive_restart(tmp_path: Path) -> None:
             await pool.stop()
 
     asyncio.run(main())
+
+
+def test_error_backoff_grows_and_caps() -> None:
+    """The wait after failed turns is 0 without failures, then doubles from 0.1 s up to 10 s."""
+    from persistentq.workers.base import error_backoff_s
+
+    assert error_backoff_s(0) == 0.0
+    assert error_backoff_s(1) == pytest.approx(0.1)
+    assert error_backoff_s(2) == pytest.approx(0.2)
+    assert error_backoff_s(1000) == 10.0
+
+
+def test_failing_producer_backs_off(tmp_path: Path) -> None:
+    """A producer whose turns keep failing with interval 0 slows down instead of spinning."""
+    async def broken() -> str:
+        raise OSError("disk full")
+
+    config = make_config(tmp_path, **{"general.n_prod": 1, "general.n_cons": 0, "producer.interval": 0})
+    pool = WorkerPool(config, consumer_function=lambda payload: None, producer_function=broken)
+    producers = []
+
+    async def scenario(pool: WorkerPool) -> None:
+        producers.extend(pool.producers)
+        await asyncio.sleep(1.5)
+
+    run_pool(pool, scenario)
+
+    assert 3 <= producers[0].errors <= 6, producers[0].errors
+
+
+def test_pool_reused_across_event_loops(tmp_path: Path) -> None:
+    """A pool started and stopped with overlapping calls in one asyncio.run works in the next."""
+    async def noop(payload: str) -> None:
+        return None
+
+    pool = WorkerPool(make_config(tmp_path), consumer_function=noop)
+
+    async def overlapping() -> None:
+        await asyncio.gather(pool.start(), pool.stop(), pool.start())
+        await pool.stop()
+
+    asyncio.run(overlapping())
+    asyncio.run(overlapping())
+
+    assert not pool.running

@@ -34,6 +34,17 @@ HEARTBEAT_S = 5.0
 _numbers: dict[str, itertools.count] = {}
 
 
+def error_backoff_s(failed_turns: int) -> float:
+    """Return the least wait after `failed_turns` turns in a row failed: 0, then 0.1 s doubling up to 10 s.
+
+    A worker whose turns keep failing (a full disk, a deleted folder) would
+    otherwise spin and flood the log when its interval is 0.
+    """
+    if failed_turns == 0:
+        return 0.0
+    return min(0.1 * 2 ** min(failed_turns - 1, 10), 10.0)
+
+
 class WorkerState(str, enum.Enum):
     """The activity of a worker, as the registry and the front ends show it."""
 
@@ -171,6 +182,7 @@ class PersistentQInterface(ABC):
     # The loop.
 
     async def _main(self) -> None:
+        failed_turns = 0
         while not self._stopping.is_set():
             if not self._resumed.is_set():
                 await self._wait_for(self._resumed.wait(), timeout_s=None)
@@ -184,11 +196,14 @@ class PersistentQInterface(ABC):
                 # Raised from user code in a task, these two would otherwise escape
                 # the event loop and end every worker of the process.
                 self.errors += 1
+                failed_turns += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("%s: turn failed, going on: %s", self.id, self.last_error)
+            else:
+                failed_turns = 0
             finally:
                 self._in_turn = False
-            await self.sleep(self.next_wait_s())
+            await self.sleep(max(self.next_wait_s(), error_backoff_s(failed_turns)))
 
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds`, or less when the worker stops."""

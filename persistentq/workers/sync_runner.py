@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import struct
+import subprocess
 import sys
 import weakref
 from collections.abc import Callable
@@ -38,6 +39,15 @@ from persistentq.errors import JobTimeoutError, PersistentQError, WorkerProcessE
 logger = logging.getLogger(__name__)
 
 CHILD_MODULE = "persistentq.workers.child"
+
+# Children get a process group of their own: Ctrl-C in a terminal, or a signal
+# to the whole group, then reaches only the parent, which decides whether a
+# running call finishes or is handed back. A child still starting up would
+# otherwise die of it before it can ignore the signal.
+if sys.platform == "win32":
+    _OWN_PROCESS_GROUP: dict = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+else:
+    _OWN_PROCESS_GROUP = {"start_new_session": True}
 
 # The folder that contains the persistentq package. Children start there, so
 # `python -m` finds this same copy of the package even when it is not
@@ -458,6 +468,7 @@ async def _start_child(start_timeout_s: float, children: set[_Child]) -> _Child:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         cwd=_PACKAGE_PARENT,
+        **_OWN_PROCESS_GROUP,
     )
     child = _Child(process)
     children.add(child)
