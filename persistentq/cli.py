@@ -296,8 +296,7 @@ def retry(config_path: Path | None, job_ids: Sequence[int], all_failed: bool) ->
     config, store = open_queue(config_path)
     with store:
         if all_failed:
-            job_ids = [job.id for job in store.jobs(queue=config.general.queue, state=JobState.FAILED,
-                                                     limit=1_000_000)]
+            job_ids = _all_failed_ids(store, config.general.queue)
         result = requeue_jobs(store, config, job_ids)
     click.echo(f"requeued {len(result.requeued)} jobs")
     for reason in result.rejected.values():
@@ -320,6 +319,13 @@ def purge(config_path: Path | None, states: Sequence[str], older_than: float) ->
     with store:
         purged = purge_jobs(store, config, states=chosen, older_than_s=older_than)
     click.echo(f"purged {purged} jobs")
+
+
+def _all_failed_ids(store: PersistentQStore, queue: str, page_size: int = 10_000) -> list[int]:
+    ids: list[int] = []
+    while page := store.jobs(queue=queue, state=JobState.FAILED, limit=page_size, offset=len(ids)):
+        ids += [job.id for job in page]
+    return ids
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -506,3 +506,20 @@ print(len(errors))
 
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "4", done.stdout + done.stderr
+
+
+def test_check_health_notices_deleted_file(db_path):
+    """check_health raises StoreError once the database file is deleted or replaced, not before."""
+    store = PersistentQSQLite(db_path)
+    store.put("a")
+    store.check_health()
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StoreError, match="deleted or replaced"):
+        store.check_health()
+
+    PersistentQSQLite(db_path).close()
+    with pytest.raises(StoreError, match="deleted or replaced"):
+        store.check_health()
+    store.close()

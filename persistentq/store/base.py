@@ -310,6 +310,9 @@ class PersistentQStore(ABC):
     def close(self) -> None:
         """Close every connection this store opened; the store is unusable after."""
 
+    def check_health(self) -> None:
+        """Raise StoreError when the store can no longer be used as it was opened; the cleaner calls it."""
+
     # Single-outcome shortcuts over `settle`.
 
     def ack(self, job_id: int, lease_token: str, *, result: str | None = None) -> bool:

@@ -74,6 +74,14 @@ def _require_sqlite_version() -> None:
         )
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def _database_error_message(path: Path, exc: sqlite3.DatabaseError) -> str:
     message = str(exc)
     if "not a database" in message:
@@ -113,6 +121,7 @@ class PersistentQSQLite(PersistentQStore):
             ) from exc
         check_local_filesystem(self.path)
         self._create_schema()
+        self._file_id = _file_id(self.path)
 
     def __repr__(self) -> str:
         return f"PersistentQSQLite({str(self.path)!r}, synchronous={self.synchronous.lower()!r})"
@@ -229,6 +238,18 @@ class PersistentQSQLite(PersistentQStore):
         for conn, lock in connections:
             with lock:
                 conn.close()
+
+    def check_health(self) -> None:
+        """Raise StoreError when the database file was deleted or replaced since it was opened.
+
+        Connections keep writing to a deleted file without any error, so
+        without this check a run would go on with work that nobody can see.
+        """
+        if _file_id(self.path) != self._file_id:
+            raise StoreError(
+                f"the queue database {self.path} was deleted or replaced while this process used it; "
+                "work from now on is lost, so stop this process and start it again"
+            )
 
     def add_put_listener(self, listener: Callable[[str], None]) -> None:
         self._put_listeners.append(listener)

@@ -170,7 +170,8 @@ class PersistentQInterface(ABC):
             done, _ = await asyncio.wait({task, hurry}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
             hurry.cancel()
             if task not in done:
-                log.warning("%s: turn still running after %.1f s of grace; cancelling it", self.id, grace_s)
+                reason = "the stop was hurried" if self._hurry.is_set() else f"{grace_s:g} s of grace ended"
+                log.warning("%s: turn still running when %s; cancelling it", self.id, reason)
                 task.cancel()
                 await asyncio.wait({task})
         await self._stop_heartbeats()

@@ -33,6 +33,7 @@ class Cleaner(PersistentQInterface):
         self.runs += 1
         store = self.bridge.store
         queue = self.config.general.queue
+        await self.bridge.call(store.check_health)
         await self.bridge.call(
             store.recover_expired, queue=queue, max_attempts=self.config.consumer.n_tries
         )
