@@ -1366,3 +1366,16 @@ def test_requeue_rejects_unique_key_clash(store):
     with pytest.raises(InvalidStateError, match=f"job {second} with the same unique key"):
         store.requeue([first])
     assert store.get(first).state is JobState.CANCELLED
+
+
+def test_recover_uses_claimers_max_attempts(store):
+    """An expired job is failed or requeued by the max_attempts of its claim, not of the recoverer."""
+    job_id = store.put("x")
+    store.claim(lease_s=0.05, worker_id="patient", max_attempts=5)
+    wait_until_past(time.time() + 0.1)
+
+    recovered = store.recover_expired(max_attempts=1)
+
+    assert recovered.requeued == 1
+    assert recovered.failed == 0
+    assert store.get(job_id).state is JobState.QUEUED

@@ -113,7 +113,7 @@ def test_claim_plan_uses_claim_index(sqlite_store, db_path, analyzed):
             conn.execute("ANALYZE")
     match = re.search(r"WHERE id IN \((.*)\)\s*RETURNING", sql.CLAIM, re.DOTALL)
     assert match, "the claim statement no longer has the shape UPDATE ... WHERE id IN (SELECT ...)"
-    params = {"queue": "default", "now": time.time(), "limit": 10, "lease_s": 1.0, "worker_id": "w"}
+    params = {"queue": "default", "now": time.time(), "limit": 10, "lease_s": 1.0, "worker_id": "w", "max_attempts": 3}
 
     with sqlite3.connect(db_path) as conn:
         inner_plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + match.group(1), params)]

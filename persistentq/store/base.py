@@ -199,7 +199,12 @@ class PersistentQStore(ABC):
 
     @abstractmethod
     def recover_expired(self, *, queue: str = DEFAULT_QUEUE, max_attempts: int) -> Recovered:
-        """Requeue running jobs whose lease expired, or fail those on their last attempt."""
+        """Requeue running jobs whose lease expired, or fail those on their last attempt.
+
+        A job's last attempt is judged by the `max_attempts` of the claim that
+        started it, so processes with different n_tries agree; `max_attempts`
+        here only serves jobs claimed without one.
+        """
 
     @abstractmethod
     def cancel(self, job_ids: Iterable[int]) -> int:

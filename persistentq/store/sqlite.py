@@ -335,7 +335,7 @@ class PersistentQSQLite(PersistentQStore):
             now = time.time()
             self._recover(conn, queue, max_attempts, now)
             params = {"now": now, "lease_s": lease_s, "worker_id": worker_id}
-            params.update(queue=queue, limit=limit)
+            params.update(queue=queue, limit=limit, max_attempts=max_attempts)
             return conn.execute(sql.CLAIM, params).fetchall()
 
         rows = self._transaction(claim_batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 # Bump when the schema changes, and add the migration from the previous version.
 SCHEMA_VERSION = 1
 
+# The store runs these one by one, split at semicolons, so no comment may contain one.
 CREATE_SCHEMA = """
 -- AUTOINCREMENT: ids of purged jobs are never handed out again.
 CREATE TABLE IF NOT EXISTS jobs (
@@ -18,6 +19,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     priority INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
+    -- n_tries of the process that made the last claim, which recovery judges by.
+    max_attempts INTEGER,
     created_at REAL NOT NULL,
     available_at REAL NOT NULL,
     started_at REAL,
@@ -98,6 +101,7 @@ CLAIM = """
 UPDATE jobs
 SET state = 'running',
     attempts = attempts + 1,
+    max_attempts = :max_attempts,
     started_at = :now,
     lease_token = lower(hex(randomblob(16))),
     lease_expires_at = :now + :lease_s,
@@ -116,7 +120,7 @@ UPDATE jobs
 SET state = 'failed', finished_at = :now, lease_token = NULL, lease_expires_at = NULL,
     last_error = 'lease expired: the worker stopped responding during attempt ' || attempts
 WHERE queue = :queue AND state = 'running' AND lease_expires_at < :now
-  AND attempts >= :max_attempts
+  AND attempts >= coalesce(max_attempts, :max_attempts)
 """
 
 REQUEUE_EXPIRED = """
