@@ -202,8 +202,8 @@ class PersistentQStore(ABC):
         """Requeue running jobs whose lease expired, or fail those on their last attempt.
 
         A job's last attempt is judged by the `max_attempts` of the claim that
-        started it, so processes with different n_tries agree; `max_attempts`
-        here only serves jobs claimed without one.
+        started it, so processes with different n_tries agree. The
+        `max_attempts` given here only serves jobs claimed without one.
         """
 
     @abstractmethod

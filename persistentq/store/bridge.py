@@ -105,7 +105,7 @@ class AsyncStore:
             if future.done() and not future.cancelled() and future.exception() is None:
                 job = future.result()
                 if job is not None:
-                    self._release(job)
+                    self.release(job)
             raise
 
     def settle(self, outcome: Outcome) -> asyncio.Future:
@@ -204,9 +204,9 @@ class AsyncStore:
                     future.set_exception(exc)
             elif isinstance(result, ClaimedJob):
                 # The claimer was cancelled while its claim ran: hand the job back.
-                self._release(result)
+                self.release(result)
 
-    def _release(self, job: ClaimedJob) -> None:
+    def release(self, job: ClaimedJob) -> None:
         """Hand back a job nobody will run; a failure is logged, since nobody awaits it."""
         if self._closed and self._flushing is None:
             log.warning("job %d claimed as the store closed; it runs again once its lease expires", job.id)

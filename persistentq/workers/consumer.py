@@ -64,7 +64,7 @@ class Consumer(PersistentQInterface):
             return
         if self._stopping.is_set():
             # The stop came while the claim was in flight: a stopped consumer starts nothing.
-            self.bridge.settle(Outcome(OutcomeKind.RELEASE, job.id, job.lease_token))
+            self.bridge.release(job)
             return
         await self.run_job(job)
 
