@@ -15,7 +15,7 @@
 import importlib
 from typing import Any
 
-# Where each public name lives. They are imported on first use, so a child
+# The module of each public name. Names are imported on first use, so a child
 # process that runs sync functions, or `basic --help`, starts without loading
 # the whole package.
 _EXPORTS = {

@@ -38,10 +38,10 @@ MAX_NAME_BYTES = 255
 def input_path(primary_path: Path, payload: str, protected: frozenset[str] = frozenset()) -> Path:
     """Return the input file a payload names, or raise PermanentJobError saying why it cannot be one.
 
-    The payload must be a plain file name inside `primary_path`: no path
-    separators, `..` or absolute paths, no hidden name, none of the
-    pipeline's own suffixes, and none of the `protected` names (the queue
-    database and its side files), so a failing job can never rename or
+    The payload must be a plain file name inside `primary_path`. It may not
+    contain path separators or `..`, be absolute or hidden, end in one of the
+    pipeline's own suffixes, or be one of the `protected` names (the queue
+    database and its side files). A failing job can therefore never rename or
     delete a file that is not an input.
     """
     reason = _unsafe_reason(payload, protected)

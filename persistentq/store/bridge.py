@@ -5,8 +5,8 @@
     bridge.settle(Outcome(OutcomeKind.ACK, job.id, job.lease_token))
     await bridge.aclose()
 
-Every store call runs on one dedicated thread, so the event loop never waits
-on a database lock held by another process. Calls made while that thread is
+Every call made through it runs on one dedicated thread, so a worker's event
+loop does not wait on a database lock held by another process. Calls made while that thread is
 busy are gathered and run together on its next turn: the outcomes of all
 consumers go into one commit, and the claims of all idle consumers into one
 claim statement. One thread hop then carries many jobs, which matters because
@@ -147,9 +147,9 @@ class AsyncStore:
                 except Exception:
                     log.exception("renewing %d leases failed; the next round retries", len(pairs))
                     continue
-                for lease, held in zip(leases, renewed):
+                for lease, still_leased in zip(leases, renewed):
                     # A lease dropped while the renewal ran belongs to a finished attempt.
-                    if not held and self._leases.pop(lease.job_id, None) is not None:
+                    if not still_leased and self._leases.pop(lease.job_id, None) is not None:
                         lease.on_lost()
 
     def put_signal(self, queue: str = DEFAULT_QUEUE) -> asyncio.Future:
@@ -207,7 +207,7 @@ class AsyncStore:
                 self.release(result)
 
     def release(self, job: ClaimedJob) -> None:
-        """Hand back a job nobody will run; a failure is logged, since nobody awaits it."""
+        """Hand back a job that no consumer will run, logging a failure because no caller awaits it."""
         if self._closed and self._flushing is None:
             log.warning("job %d claimed as the store closed; it runs again once its lease expires", job.id)
             return
@@ -220,7 +220,7 @@ class AsyncStore:
         try:
             self._loop.call_soon_threadsafe(self._wake, queue)
         except RuntimeError:
-            pass  # The loop is closed, so nobody is left to wake.
+            pass  # The loop is closed, so no waiter is left to wake.
 
     def _wake(self, queue: str) -> None:
         signal = self._put_signals.pop(queue, None)

@@ -243,7 +243,7 @@ class PersistentQSQLite(PersistentQStore):
         """Raise StoreError when the database file was deleted or replaced since it was opened.
 
         Connections keep writing to a deleted file without any error, so
-        without this check a run would go on with work that nobody can see.
+        without this check a run would go on with work that no other process can see.
         """
         if _file_id(self.path) != self._file_id:
             raise StoreError(

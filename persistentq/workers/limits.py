@@ -90,7 +90,7 @@ async def _await_thread_with_limit(function: JobFunction, payload: str, timeout_
         try:
             loop.call_soon_threadsafe(settle, result, error)
         except RuntimeError:
-            pass  # The loop is closed: nobody awaits this call any more.
+            pass  # The loop is closed, so no attempt awaits this call any more.
 
     threading.Thread(target=target, name=f"persistentq-job-{getattr(function, '__name__', 'call')}", daemon=True).start()
     try:
