@@ -7,6 +7,7 @@ through the public contract, so a new backend passes this module unchanged.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import pandas as pd
@@ -1084,6 +1085,72 @@ def test_jobs_search_with_state(store):
     make_state(store, JobState.DONE, "invoice")
 
     assert [job.id for job in store.jobs(state=JobState.DONE, search="report")] == [done]
+
+
+def test_jobs_filters_creation_time(store):
+    """`since` keeps jobs created at or after it, `until` those created before it."""
+    first, second, third = (store.put(f"job {n}") for n in range(3))
+    created = {job_id: store.get(job_id).created_at for job_id in (first, second, third)}
+
+    since_second = store.jobs(since=created[second])
+    assert {job.id for job in since_second} >= {second, third}
+    assert all(job.created_at >= created[second] for job in since_second)
+    before_second = store.jobs(until=created[second])
+    assert all(job.created_at < created[second] for job in before_second)
+    assert second not in {job.id for job in before_second}
+    assert [job.id for job in store.jobs(since=created[third], until=created[third] + 1e-6)] == [third]
+    assert store.jobs(since=created[third] + 3600) == []
+
+
+def test_time_filters_apply_with_state_and_search(store):
+    """Time, state and search filters apply together, in jobs and in dataframe."""
+    done = make_state(store, JobState.DONE, "report 1")
+    make_state(store, JobState.QUEUED, "report 2")
+    created = store.get(done).created_at
+
+    filters = {"state": JobState.DONE, "search": "report", "since": created - 1, "until": created + 1}
+    assert [job.id for job in store.jobs(**filters)] == [done]
+    assert list(store.dataframe(**filters).index) == [done]
+    assert store.jobs(**{**filters, "search": "invoice"}) == []
+
+
+def test_throughput_counts_done_and_failed_per_bucket(store):
+    """throughput gives done and failed counts per interval of finish time, oldest first."""
+    finished = [make_state(store, state) for state in (JobState.DONE, JobState.DONE, JobState.FAILED)]
+    make_state(store, JobState.QUEUED)
+    make_state(store, JobState.CANCELLED)
+    interval = 0.001
+
+    expected: dict[float, list[int]] = {}
+    for job_id in finished:
+        job = store.get(job_id)
+        bucket = math.floor(job.finished_at / interval) * interval
+        expected.setdefault(bucket, [0, 0])[job.state is JobState.FAILED] += 1
+
+    rows = store.throughput(interval_s=interval)
+
+    assert [row[0] for row in rows] == pytest.approx(sorted(expected))
+    assert [[done, failed] for _, done, failed in rows] == [expected[key] for key in sorted(expected)]
+    assert sum(done for _, done, _ in rows) == 2
+    assert sum(failed for _, _, failed in rows) == 1
+
+
+def test_throughput_time_range_and_queue(store):
+    """throughput honours since, until and queue, and an empty range gives no rows."""
+    job_id = make_state(store, JobState.DONE)
+    finished_at = store.get(job_id).finished_at
+
+    assert store.throughput(interval_s=3600, since=finished_at + 1) == []
+    assert store.throughput(interval_s=3600, until=finished_at) == []
+    assert sum(row[1] for row in store.throughput(interval_s=3600, since=finished_at)) == 1
+    assert store.throughput(queue="other", interval_s=3600) == []
+
+
+@pytest.mark.parametrize("interval", [0, -1, float("nan"), float("inf")])
+def test_throughput_rejects_bad_interval(store, interval):
+    """An interval that is not a positive finite number is a ValueError naming it."""
+    with pytest.raises(ValueError, match="interval_s"):
+        store.throughput(interval_s=interval)
 
 
 def test_dataframe_dtypes(store):

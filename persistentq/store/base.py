@@ -257,8 +257,15 @@ class PersistentQStore(ABC):
         limit: int = 50,
         offset: int = 0,
         search: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[Job]:
-        """Return a page of jobs, newest first, optionally of one state or matching `search`."""
+        """Return a page of jobs, newest first.
+
+        Every filter is optional and they apply together: one `state`, a
+        payload containing `search` as plain text, and a creation time (epoch
+        seconds) at or after `since` and before `until`.
+        """
 
     @abstractmethod
     def dataframe(
@@ -267,8 +274,26 @@ class PersistentQStore(ABC):
         queue: str = DEFAULT_QUEUE,
         state: JobState | None = None,
         limit: int = 10_000,
+        search: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> pd.DataFrame:
-        """Return the newest `limit` jobs as a DataFrame, one row per job."""
+        """Return the newest `limit` jobs as a DataFrame, one row per job, filtered as `jobs` is."""
+
+    @abstractmethod
+    def throughput(
+        self,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        interval_s: float = 60.0,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[tuple[float, int, int]]:
+        """Return (bucket start, done, failed) per interval of finish time, oldest first.
+
+        Buckets start at multiples of `interval_s` since the epoch; a bucket
+        in which no job finished is left out.
+        """
 
     @abstractmethod
     def failed_undiscarded(self, *, queue: str = DEFAULT_QUEUE, limit: int = 100) -> list[Job]:

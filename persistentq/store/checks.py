@@ -93,3 +93,11 @@ def check_put_options(priority: int, delay_s: float) -> None:
         raise ValueError(f"priority must be between -(2**63 - 1) and 2**63 - 1, got {priority}")
     if not (isinstance(delay_s, (int, float)) and math.isfinite(delay_s) and delay_s >= 0):
         raise ValueError(f"delay_s must be a finite number of seconds >= 0, got {delay_s!r:.40}")
+
+
+def check_interval(interval_s: float) -> float:
+    """Return `interval_s` as a float, or raise ValueError unless it is a positive finite number."""
+    interval = float(interval_s)
+    if not math.isfinite(interval) or interval <= 0:
+        raise ValueError(f"interval_s must be a positive number of seconds, got {interval_s!r}")
+    return interval

@@ -40,7 +40,7 @@ from .base import (
     Recovered,
     WorkerRecord,
 )
-from .checks import check_local_filesystem, check_payload, check_put_options, clip
+from .checks import check_interval, check_local_filesystem, check_payload, check_put_options, clip
 from .frames import rows_frame
 
 if TYPE_CHECKING:
@@ -488,12 +488,24 @@ class PersistentQSQLite(PersistentQStore):
         limit: int = 50,
         offset: int = 0,
         search: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[Job]:
-        rows = self._page_rows(queue=queue, state=state, limit=limit, offset=offset, search=search)
+        rows = self._page_rows(
+            queue=queue, state=state, limit=limit, offset=offset, search=search, since=since, until=until
+        )
         return [_job(row) for row in rows]
 
     def _page_rows(
-        self, *, queue: str, state: JobState | None, limit: int, offset: int, search: str | None
+        self,
+        *,
+        queue: str,
+        state: JobState | None,
+        limit: int,
+        offset: int,
+        search: str | None,
+        since: float | None,
+        until: float | None,
     ) -> list[tuple]:
         params: list[object] = [queue]
         if state is not None:
@@ -501,8 +513,14 @@ class PersistentQSQLite(PersistentQStore):
         if search:
             escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params.append(f"%{escaped}%")
+        params += [float(bound) for bound in (since, until) if bound is not None]
         params += [int(limit), int(offset)]
-        query = sql.page_query(with_state=state is not None, with_search=bool(search))
+        query = sql.page_query(
+            with_state=state is not None,
+            with_search=bool(search),
+            with_since=since is not None,
+            with_until=until is not None,
+        )
         return self._read(query, params)
 
     def dataframe(
@@ -511,9 +529,35 @@ class PersistentQSQLite(PersistentQStore):
         queue: str = DEFAULT_QUEUE,
         state: JobState | None = None,
         limit: int = 10_000,
+        search: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> pd.DataFrame:
         # Rows go straight into the frame, without a Job object each.
-        return rows_frame(self._page_rows(queue=queue, state=state, limit=limit, offset=0, search=None))
+        rows = self._page_rows(
+            queue=queue, state=state, limit=limit, offset=0, search=search, since=since, until=until
+        )
+        return rows_frame(rows)
+
+    def throughput(
+        self,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        interval_s: float = 60.0,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[tuple[float, int, int]]:
+        interval = check_interval(interval_s)
+        params = {
+            "queue": queue,
+            "interval": interval,
+            "since": float("-inf") if since is None else float(since),
+            "until": float("inf") if until is None else float(until),
+        }
+        return [
+            (bucket * interval, done, failed)
+            for bucket, done, failed in self._read(sql.THROUGHPUT, params)
+        ]
 
     def failed_undiscarded(self, *, queue: str = DEFAULT_QUEUE, limit: int = 100) -> list[Job]:
         return [_job(row) for row in self._read(sql.FAILED_UNDISCARDED, (queue, limit))]

@@ -235,12 +235,31 @@ FROM workers ORDER BY started_at DESC, id
 FORGET_WORKERS = "DELETE FROM workers WHERE heartbeat_at < ?"
 
 
-def page_query(*, with_state: bool, with_search: bool) -> str:
+def page_query(
+    *, with_state: bool, with_search: bool, with_since: bool = False, with_until: bool = False
+) -> str:
     """Build the SELECT for one page of jobs, newest first, from fixed fragments."""
     conditions = ["queue = ?"]
     if with_state:
         conditions.append("state = ?")
     if with_search:
         conditions.append("payload LIKE ? ESCAPE '\\'")
+    if with_since:
+        conditions.append("created_at >= ?")
+    if with_until:
+        conditions.append("created_at < ?")
     where = " AND ".join(conditions)
     return f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?"
+
+
+# Done and failed jobs per interval of finish time; the partial index
+# jobs_finished_at bounds the scan to the asked time range.
+THROUGHPUT = """
+SELECT CAST(finished_at / :interval AS INTEGER) AS bucket,
+       sum(state = 'done'), sum(state = 'failed')
+FROM jobs
+WHERE queue = :queue AND finished_at IS NOT NULL
+  AND finished_at >= :since AND finished_at < :until
+  AND state IN ('done', 'failed')
+GROUP BY bucket ORDER BY bucket
+"""
