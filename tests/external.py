@@ -1,4 +1,4 @@
-"""Access to the real services some tests need: Chromium and PostgreSQL.
+"""Access to the real services that some tests need, such as Chromium.
 
 A test that needs one skips with the reason on a machine without it, and
 fails instead when the CI variable is set, so a CI run never passes by
@@ -15,7 +15,7 @@ import pytest
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 
 
-def missing(reason: str) -> None:
+def skip_or_fail(reason: str) -> None:
     """Skip the calling test for `reason`, or fail it when running under CI."""
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this test may not skip)", pytrace=False)
@@ -27,13 +27,13 @@ def chromium_executable() -> str:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        missing("the playwright package is not installed: pip install -e '.[dev]'")
+        skip_or_fail("the playwright package is not installed: pip install -e '.[dev]'")
     configured = os.environ.get("PERSISTENTQ_CHROMIUM")
     for candidate in ([configured] if configured else []) + list(CHROMIUM_CANDIDATES):
         path = shutil.which(candidate)
         if path:
             return path
-    missing("no Chromium found: install the chromium package or set PERSISTENTQ_CHROMIUM")
+    skip_or_fail("no Chromium found: install the chromium package or set PERSISTENTQ_CHROMIUM")
     raise AssertionError("unreachable")
 
 
