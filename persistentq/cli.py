@@ -12,7 +12,6 @@ import asyncio
 import logging
 import math
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ import click
 from .config import Config, load_config
 from .errors import ConfigError, PersistentQError, StoreError
 from .pool import WorkerPool
+from .signals import install_stop_handlers
 from .admin import purge_jobs, requeue_jobs
 from .store.base import FINISHED_STATES, Job, JobState, PersistentQStore
 from .store.factory import open_store
@@ -134,30 +134,33 @@ def run(config_path: Path | None, duration: float | None, log_level: str) -> Non
 async def _run_pool(config: Config, duration_s: float | None) -> None:
     pool = WorkerPool(config)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(name: str) -> None:
-        if stop.is_set():
-            log.warning("%s again: handing running jobs back now", name)
-            pool.hurry()
-            return
-        log.info("%s: stopping (running jobs get %g s to finish; press Ctrl-C again to hand them back now)",
-                 name, config.general.shutdown_grace)
-        stop.set()
-
-    # SIGHUP comes when the terminal closes: stop as gracefully as for Ctrl-C.
-    stop_signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-    for signum in stop_signals:
-        try:
-            loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
-        except (NotImplementedError, RuntimeError):
-            pass  # No asyncio signal handlers on Windows; Ctrl-C then raises KeyboardInterrupt.
+    install_stop_handlers(pool, stop)
     if config.source is None:
         log.warning("no config file: using the built-in defaults, so files and the queue go to %s",
                     config.general.primary_path)
     else:
         log.info("config %s; files and the queue in %s", config.source, config.general.primary_path)
     await pool.run(duration_s, stop=stop)
+
+
+@main.command(name="web-app")
+@config_option
+@click.option("--host", default=None, help="Address to serve on. Default: web.host (127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port. Default: web.port (8000).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True, help="Lowest level of log lines shown.")
+@handle_errors
+def web_app(config_path: Path | None, host: str | None, port: int | None, log_level: str) -> None:
+    """Serve the dashboard while producers, consumers and the cleaner run in this process.
+
+    A host other than a loopback address needs web.token or PERSISTENTQ_WEB_TOKEN.
+    Ctrl-C stops it as it stops `basic run`.
+    """
+    from .web.serve import serve_dashboard  # FastAPI loads only for this command
+
+    config = load_config(config_path)
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    serve_dashboard(config, host=host, port=port)
 
 
 @main.command()

@@ -116,6 +116,11 @@ class WorkerPool:
         return [*self.producers, *self.consumers, *cleaner]
 
     @property
+    def paused_kinds(self) -> frozenset[str]:
+        """The kinds of worker that `pause` paused and `resume` has not resumed since."""
+        return frozenset(self._paused_kinds)
+
+    @property
     def running(self) -> bool:
         """True between `start` and `stop`."""
         return self._started

@@ -1,0 +1,155 @@
+"""The dashboard's ASGI app: FastAPI routes, security checks, and a WorkerPool on the same event loop.
+
+    app = create_app(load_config("config.yaml"))
+    # serve it with uvicorn; the pool starts with the app and stops with it
+
+The app opens the queue's store and hands it to the pool, so the API reads
+and writes the same store that the workers use, and stopping the pool from
+the page leaves the store open for the API.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..config import Config
+from ..errors import InvalidPayloadError, InvalidStateError, JobNotFoundError, PayloadTooLargeError
+from ..pool import WorkerPool
+from ..store.factory import open_store
+from . import api, events
+from .security import AccessPolicy, SecurityMiddleware
+from .state import Dashboard
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_VALIDATION_ERRORS = 3
+
+
+def create_app(
+    config: Config,
+    *,
+    pool: WorkerPool | None = None,
+    start_pool: bool = True,
+    events_interval_s: float = 1.0,
+) -> FastAPI:
+    """Build the dashboard app for `config`, served at config.web.host and config.web.port.
+
+    `pool` defaults to a WorkerPool of `config` on a store that the app opens
+    and closes. The pool starts with the app unless `start_pool` is False, and
+    stops with it in any case.
+    """
+    store = pool.store if pool is not None else open_store(config)
+    owns_store = pool is None
+    pool = pool or WorkerPool(config, store=store)
+    state = Dashboard(config=config, store=store, pool=pool, events_interval_s=events_interval_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if start_pool:
+            await pool.start()
+        try:
+            yield
+        finally:
+            state.closing.set()
+            await pool.stop()
+            if owns_store:
+                store.close()
+
+    app = FastAPI(
+        title="persistentq dashboard",
+        summary=f"The queue {config.general.queue!r} and the workers of this process.",
+        version=_version(),
+        lifespan=lifespan,
+        # The built-in docs pages load their scripts from a CDN; the OpenAPI document stays.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.dashboard = state
+    app.include_router(api.router)
+    app.include_router(events.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_api_route("/", index, include_in_schema=False)
+    _add_error_handlers(app)
+    policy = AccessPolicy.for_address(config.web.host, config.web.port, token=config.web.token)
+    app.add_middleware(SecurityMiddleware, policy=policy)
+    return app
+
+
+async def index() -> FileResponse:
+    """Serve the dashboard page; it reads everything else from the API."""
+    return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("persistentq")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Answer every error as {"error": "..."} with the status that names its kind."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    @app.exception_handler(JobNotFoundError)
+    async def not_found(request: Request, exc: JobNotFoundError) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(InvalidStateError)
+    async def invalid_state(request: Request, exc: InvalidStateError) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(PayloadTooLargeError)
+    async def too_large(request: Request, exc: PayloadTooLargeError) -> JSONResponse:
+        return _error(413, str(exc))
+
+    @app.exception_handler(InvalidPayloadError)
+    async def invalid_payload(request: Request, exc: InvalidPayloadError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc,
+                  exc_info=exc)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}; the server log has the traceback")
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    """Turn pydantic's error list into one sentence; malformed JSON is a 400, other bad input a 422."""
+    errors = list(exc.errors())
+    if any(error.get("type") == "json_invalid" for error in errors):
+        detail = next(error for error in errors if error.get("type") == "json_invalid")
+        reason = (detail.get("ctx") or {}).get("error", "")
+        return _error(400, f"request body is not valid JSON: {reason}".rstrip(": "))
+    parts = []
+    for error in errors[:MAX_VALIDATION_ERRORS]:
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        value = error.get("input")
+        shown = f", got {value!r:.60}" if isinstance(value, (str, int, float)) and value != "" else ""
+        parts.append(f"{location}: {error.get('msg', 'invalid value')}{shown}")
+    more = len(errors) - MAX_VALIDATION_ERRORS
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return _error(422, "invalid request: " + "; ".join(parts) + suffix)

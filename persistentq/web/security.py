@@ -1,0 +1,230 @@
+"""The dashboard's request checks: Host, token, Origin and body size, as one ASGI middleware.
+
+    app.add_middleware(SecurityMiddleware, policy=AccessPolicy.for_address("127.0.0.1", 8080, token=""))
+
+Every request must name the app itself in its Host header, so a page served
+from another name that resolves to this machine (DNS rebinding) reads
+nothing. With a token, every request must carry it, as `Authorization:
+Bearer TOKEN` or as the cookie that opening `/?token=TOKEN` once sets.
+Requests that change state (POST, DELETE) are rejected when their Origin
+header names another site, so another page open in the same browser cannot
+send them. Requests without an Origin header, as curl sends them, are served.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlencode
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+TOKEN_COOKIE = "persistentq_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The largest request body read: a 1 MiB payload whose characters all need
+# JSON escapes (\uXXXX, 6 bytes each) still fits.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# Headers sent with every response: no framing by other sites (clickjacking),
+# no content sniffing, and scripts, styles and data only from the app itself.
+SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+     b"form-action 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Who may talk to the app: the Host names it answers to and the token it requires ("" for none)."""
+
+    hosts: frozenset[str]
+    token: str = ""
+
+    @classmethod
+    def for_address(cls, host: str, port: int, *, token: str = "") -> AccessPolicy:
+        """Build the policy of an app served on `host`:`port`.
+
+        The app answers to the host it binds, to localhost and 127.0.0.1 (and
+        [::1]), each with the port. Bound to every interface (0.0.0.0 or ::),
+        it also answers to this machine's host name and to the address a
+        connection actually reached, which `allows_host` checks per request.
+        """
+        names = {"localhost", "127.0.0.1", "[::1]", _bracketed(host)}
+        if host in WILDCARD_HOSTS:
+            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        hosts = {f"{name.lower()}:{port}" for name in names if name}
+        if port == 80:
+            hosts |= {name.lower() for name in names if name}
+        return cls(hosts=frozenset(hosts), token=token)
+
+    def allows_host(self, host_header: str, reached: tuple[str, int] | None = None) -> bool:
+        """Tell whether a Host header names this app, or the local address the connection reached."""
+        host = host_header.strip().lower()
+        if host in self.hosts:
+            return True
+        if reached is None or not self._wildcard:
+            return False
+        address, port = reached
+        return host == f"{_bracketed(address).lower()}:{port}"
+
+    @property
+    def _wildcard(self) -> bool:
+        return any(host.rpartition(":")[0] in ("0.0.0.0", "[::]") for host in self.hosts)
+
+    def allows_origin(self, origin: str, host_header: str) -> bool:
+        """Tell whether an Origin header names this app: one of its hosts, or the Host already checked."""
+        scheme, _, host = origin.strip().lower().partition("://")
+        return scheme == "http" and (host in self.hosts or host == host_header.strip().lower())
+
+    def token_matches(self, presented: str | None) -> bool:
+        """Compare a presented token with the configured one in constant time."""
+        if presented is None:
+            return False
+        return hmac.compare_digest(presented.encode("utf-8", "replace"), self.token.encode("utf-8"))
+
+
+def _bracketed(host: str) -> str:
+    """Return an IPv6 address in the brackets that Host headers use; other hosts unchanged."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+class SecurityMiddleware:
+    """Rejects requests that fail the AccessPolicy before any route runs, and caps body size."""
+
+    def __init__(self, app: ASGIApp, *, policy: AccessPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        rejection = self._rejection(scope, headers)
+        if rejection is not None:
+            status, message = rejection
+            await _send_error(send, status, message)
+            return
+        if self._sets_token_cookie(scope):
+            await _redirect_with_cookie(send, scope, self.policy.token)
+            return
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            await _send_error(send, 413, f"request body over the limit of {MAX_BODY_BYTES} bytes")
+            return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        try:
+            await self.app(scope, _capped(receive), send_with_headers)
+        except BodyTooLargeError as exc:
+            if started:
+                raise
+            await _send_error(send, 413, str(exc))
+
+    def _rejection(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        """Return (status, message) for a request to reject, or None to serve it."""
+        host = headers.get("host", "")
+        if not self.policy.allows_host(host, scope.get("server")):
+            return 400, (f"Host {host[:100]!r} is not this app's address; open the dashboard at "
+                         f"http://{sorted(self.policy.hosts)[0]}/")
+        if self.policy.token and not self._has_token(scope, headers):
+            return 401, ("missing or wrong token; send 'Authorization: Bearer TOKEN', or open "
+                         "/?token=TOKEN once in the browser")
+        origin = headers.get("origin")
+        if scope.get("method", "GET") not in SAFE_METHODS and origin is not None:
+            if not self.policy.allows_origin(origin, host):
+                return 403, (f"cross-origin request from {origin[:100]!r} rejected; state changes "
+                             "come only from the dashboard's own page or from clients without an Origin header")
+        return None
+
+    def _has_token(self, scope: Scope, headers: dict[str, str]) -> bool:
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and self.policy.token_matches(credentials.strip()):
+            return True
+        cookie = _cookie(headers.get("cookie", ""), TOKEN_COOKIE)
+        if cookie is not None and self.policy.token_matches(unquote(cookie)):
+            return True
+        return self._sets_token_cookie(scope)
+
+    def _sets_token_cookie(self, scope: Scope) -> bool:
+        """Tell whether this is `GET /?token=T` with the right token, which sets the cookie."""
+        if not self.policy.token or scope.get("method") != "GET" or scope.get("path") != "/":
+            return False
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        return self.policy.token_matches((query.get("token") or [None])[0])
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    # Latin-1 maps every byte to a character, so no header value fails to decode.
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+async def _send_error(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode("utf-8")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + SECURITY_HEADERS})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _redirect_with_cookie(send: Send, scope: Scope, token: str) -> None:
+    """Answer `/?token=T` with the token cookie and a redirect to `/`, so the token leaves the address bar."""
+    query = {key: values for key, values in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()
+             if key != "token"}
+    location = "/" + (f"?{urlencode(query, doseq=True)}" if query else "")
+    cookie = f"{TOKEN_COOKIE}={quote(token, safe='')}; Path=/; HttpOnly; SameSite=Strict"
+    headers = [(b"location", location.encode("latin-1")), (b"set-cookie", cookie.encode("latin-1")),
+               (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers + SECURITY_HEADERS})
+    await send({"type": "http.response.body", "body": b""})
+
+
+class BodyTooLargeError(Exception):
+    """A request body without Content-Length grew past MAX_BODY_BYTES."""
+
+
+def _capped(receive: Receive) -> Receive:
+    """Wrap `receive` so that a chunked body longer than MAX_BODY_BYTES raises BodyTooLargeError."""
+    received = 0
+
+    async def capped_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise BodyTooLargeError(f"request body over the limit of {MAX_BODY_BYTES} bytes")
+        return message
+
+    return capped_receive

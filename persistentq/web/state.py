@@ -1,0 +1,92 @@
+"""What the dashboard's routes share: the config, the store, the pool, and the reads they all make."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from ..config import Config
+from ..files import FilePipeline
+from ..pool import WorkerPool
+from ..store.base import PersistentQStore
+from ..workers.base import HEARTBEAT_S
+from .schemas import (
+    BucketOut, CountsOut, PoolOut, PoolWorkerOut, RegisteredWorkerOut, SnapshotOut, ThroughputOut,
+)
+
+# Workers that stopped longer ago than this are left out of the registry list.
+STALE_STOPPED_S = 600
+DEFAULT_INTERVAL_S = 5.0
+DEFAULT_WINDOW_S = 300.0
+
+
+@dataclass
+class Dashboard:
+    """The objects behind one dashboard app."""
+
+    config: Config
+    store: PersistentQStore
+    pool: WorkerPool
+    events_interval_s: float = 1.0
+    # Set when the server begins to shut down, so that event streams end and
+    # uvicorn need not wait for them.
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def queue(self) -> str:
+        """The queue that the dashboard shows and its pool works on."""
+        return self.config.general.queue
+
+    @property
+    def file_pipeline(self) -> FilePipeline | None:
+        """The file pipeline whose inputs the payloads name, or None when a custom consumer runs."""
+        if self.config.consumer.function:
+            return None
+        return self.pool.pipeline
+
+    def pool_out(self) -> PoolOut:
+        """Describe the pool; call it on the event loop, where the pool's lists change."""
+        pool = self.pool
+        workers = [
+            PoolWorkerOut(id=worker.id, kind=worker.kind, state=str(worker.state), runs=worker.runs,
+                          successes=worker.successes, errors=worker.errors, last_error=worker.last_error)
+            for worker in pool.workers
+        ]
+        return PoolOut(
+            running=pool.running, queue=self.queue, producers=len(pool.producers),
+            consumers=len(pool.consumers), paused=sorted(pool.paused_kinds), workers=workers,
+        )
+
+    def registry(self) -> list[RegisteredWorkerOut]:
+        """Return the registered workers of every process, without those stopped long ago (a store read)."""
+        now = time.time()
+        return [
+            RegisteredWorkerOut.of(record, lost=record.is_lost(now, HEARTBEAT_S))
+            for record in self.store.workers()
+            if not (record.state == "stopped" and now - record.heartbeat_at > STALE_STOPPED_S)
+        ]
+
+    def throughput(self, *, interval_s: float, window_s: float) -> ThroughputOut:
+        """Return jobs done and failed per `interval_s` over the last `window_s` seconds (a store read)."""
+        since = (time.time() - window_s) // interval_s * interval_s
+        rows = self.store.throughput(queue=self.queue, interval_s=interval_s, since=since)
+        buckets = [BucketOut(start=start, done=done, failed=failed) for start, done, failed in rows]
+        return ThroughputOut(interval_s=interval_s, since=since, buckets=buckets)
+
+    async def snapshot(self, *, interval_s: float, window_s: float) -> SnapshotOut:
+        """Gather counts, pool, registry and throughput; store reads run off the event loop."""
+        def read() -> tuple[CountsOut, list[RegisteredWorkerOut], ThroughputOut]:
+            counts = CountsOut.of(self.store.counts(queue=self.queue))
+            return counts, self.registry(), self.throughput(interval_s=interval_s, window_s=window_s)
+
+        counts, registry, throughput = await asyncio.to_thread(read)
+        return SnapshotOut(time=time.time(), queue=self.queue, counts=counts, pool=self.pool_out(),
+                           workers=registry, throughput=throughput)
+
+
+def dashboard(request: Request) -> Dashboard:
+    """Return the Dashboard of the app that serves `request`; a FastAPI dependency."""
+    return request.app.state.dashboard
