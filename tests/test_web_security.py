@@ -1,0 +1,247 @@
+"""The dashboard's request checks: foreign Host, cross-origin state changes, the token, body size."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from persistentq.cli import main
+from persistentq.store.base import JobState, PersistentQStore
+from persistentq.web import create_app
+from persistentq.web.security import MAX_BODY_BYTES, TOKEN_COOKIE
+from web_support import BASE_URL, PORT, TestClient, assert_error, make_config
+
+TOKEN = "s3cret token;="
+
+
+@pytest.fixture()
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    """A client of a loopback app without a token; its pool is started so a stop would show."""
+    with TestClient(create_app(make_config(tmp_path)), base_url=BASE_URL) as test_client:
+        yield test_client
+
+
+@pytest.fixture()
+def store(client: TestClient) -> PersistentQStore:
+    """The store that the client's app reads and writes."""
+    return client.app.state.dashboard.store
+
+
+# DNS rebinding: the Host header must name the app.
+
+
+@pytest.mark.parametrize("host", [
+    "evil.example", f"evil.example:{PORT}", "127.0.0.1", f"127.0.0.1:{PORT + 1}", f"localhost.evil.example:{PORT}",
+    f"127.0.0.2:{PORT}", "",
+])
+@pytest.mark.parametrize("path", ["/", "/api/counts", "/api/jobs", "/openapi.json", "/static/app.js"])
+def test_foreign_host_rejected_on_reads(client: TestClient, host: str, path: str) -> None:
+    """A read whose Host is not the app's host and port answers 400 with no data."""
+    response = client.get(path, headers={"host": host})
+
+    assert_error(response, 400, "not this app's address")
+    assert "queued" not in response.text
+
+
+@pytest.mark.parametrize("host", [f"127.0.0.1:{PORT}", f"localhost:{PORT}", f"LOCALHOST:{PORT}", f"[::1]:{PORT}"])
+def test_own_host_forms_served(client: TestClient, host: str) -> None:
+    """The app answers to 127.0.0.1, localhost and [::1] with its port."""
+    assert client.get("/api/counts", headers={"host": host}).status_code == 200
+
+
+def test_foreign_host_rejected_on_writes(client: TestClient, store: PersistentQStore) -> None:
+    """A POST with a foreign Host is rejected before it runs, even without an Origin header."""
+    response = client.post("/api/jobs", json={"payloads": ["a"]}, headers={"host": f"evil.example:{PORT}"})
+
+    assert_error(response, 400)
+    assert store.jobs() == []
+
+
+# Cross-site request forgery: state changes need the app's own Origin, or none.
+
+
+@pytest.mark.parametrize("origin", [
+    "http://evil.example", f"http://evil.example:{PORT}", "null", f"https://127.0.0.1:{PORT}",
+    f"http://127.0.0.1:{PORT + 1}", "http://localhost",
+])
+def test_cross_origin_enqueue_rejected(client: TestClient, store: PersistentQStore, origin: str) -> None:
+    """A POST whose Origin is another site answers 403 and puts no job."""
+    response = client.post("/api/jobs", json={"payloads": ["a"]}, headers={"origin": origin})
+
+    assert_error(response, 403, "cross-origin")
+    assert store.jobs() == []
+
+
+def test_cross_origin_pool_stop_rejected(client: TestClient) -> None:
+    """A cross-origin POST cannot stop the pool."""
+    response = client.post("/api/pool/stop", headers={"origin": "http://evil.example"})
+
+    assert_error(response, 403)
+    assert client.get("/api/pool").json()["running"] is True
+
+
+def test_cross_origin_purge_and_requeue_rejected(client: TestClient, store: PersistentQStore) -> None:
+    """Cross-origin purge and cancel are rejected and leave the jobs as they were."""
+    client.post("/api/pool/pause", json={"kind": "consumer"})
+    job_id = store.put("a")
+    evil = {"origin": "http://evil.example"}
+
+    assert_error(client.post(f"/api/jobs/{job_id}/cancel", headers=evil), 403)
+    assert_error(client.post("/api/purge", json={"states": ["done"]}, headers=evil), 403)
+    assert store.get(job_id).state == JobState.QUEUED
+
+
+@pytest.mark.parametrize("origin", [f"http://127.0.0.1:{PORT}", f"http://localhost:{PORT}", None])
+def test_same_origin_or_no_origin_served(client: TestClient, store: PersistentQStore, origin: str | None) -> None:
+    """A POST from the app's own page, or from curl without an Origin, is served."""
+    headers = {"origin": origin} if origin else {}
+
+    response = client.post("/api/jobs", json={"payloads": ["a"]}, headers=headers)
+
+    assert response.status_code == 201, response.text
+    assert len(store.jobs()) == 1
+
+
+def test_cross_origin_read_gets_no_cors_grant(client: TestClient) -> None:
+    """A cross-origin GET gets no Access-Control-Allow-Origin, so the browser hides the answer."""
+    response = client.get("/api/counts", headers={"origin": "http://evil.example"})
+
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_preflight_gets_no_cors_grant(client: TestClient) -> None:
+    """A CORS preflight for a JSON POST is not granted."""
+    response = client.options("/api/jobs", headers={
+        "origin": "http://evil.example", "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+    })
+
+    assert response.status_code >= 400
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_frames_and_sniffing_forbidden(client: TestClient) -> None:
+    """Every answer forbids framing by other sites and content sniffing."""
+    for response in (client.get("/"), client.get("/api/counts"), client.get("/api/jobs/999")):
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+# The token, required when the app is not bound to a loopback address.
+
+
+@pytest.fixture()
+def token_client(tmp_path: Path) -> Iterator[TestClient]:
+    """A client of an app bound to every interface with a token; its pool is not started."""
+    config = make_config(tmp_path, web={"host": "0.0.0.0", "port": PORT, "token": TOKEN})
+    with TestClient(create_app(config, start_pool=False), base_url=BASE_URL) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize("path", ["/", "/api/counts", "/api/events", "/openapi.json", "/static/app.js"])
+def test_token_required_on_every_path(token_client: TestClient, path: str) -> None:
+    """Without the token every request answers 401, the page and the event stream included."""
+    assert_error(token_client.get(path), 401, "token")
+
+
+@pytest.mark.parametrize("authorization", [f"Bearer {TOKEN}x", "Bearer ", f"Basic {TOKEN}", TOKEN])
+def test_wrong_token_rejected(token_client: TestClient, authorization: str) -> None:
+    """A wrong token, an empty one or another scheme answers 401."""
+    assert_error(token_client.get("/api/counts", headers={"authorization": authorization}), 401)
+
+
+def test_bearer_token_served(token_client: TestClient) -> None:
+    """The right bearer token is served, and a POST with it works."""
+    headers = {"authorization": f"Bearer {TOKEN}"}
+
+    assert token_client.get("/api/counts", headers=headers).status_code == 200
+    assert token_client.post("/api/jobs", json={"payloads": ["a"]}, headers=headers).status_code == 201
+
+
+def test_token_post_without_token_changes_nothing(token_client: TestClient) -> None:
+    """A POST without the token answers 401 and puts no job."""
+    assert_error(token_client.post("/api/jobs", json={"payloads": ["a"]}), 401)
+    assert token_client.app.state.dashboard.store.jobs() == []
+
+
+def test_token_link_sets_cookie(token_client: TestClient) -> None:
+    """Opening /?token=T redirects to / with an HttpOnly, SameSite=Strict cookie that then works."""
+    response = token_client.get("/", params={"token": TOKEN}, follow_redirects=False)
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{TOKEN_COOKIE}=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert token_client.get("/api/counts").status_code == 200
+
+
+def test_token_in_query_only_on_page(token_client: TestClient) -> None:
+    """A token in the query string of an API path is not accepted, so it does not end up in logs of links."""
+    assert_error(token_client.get("/api/counts", params={"token": TOKEN}), 401)
+
+
+def test_wrong_token_link_sets_no_cookie(token_client: TestClient) -> None:
+    """/?token= with a wrong token answers 401 and sets no cookie."""
+    response = token_client.get("/", params={"token": "guess"}, follow_redirects=False)
+
+    assert_error(response, 401)
+    assert "set-cookie" not in response.headers
+
+
+def test_wildcard_bind_answers_to_host_name(token_client: TestClient) -> None:
+    """Bound to 0.0.0.0, the app also answers to this machine's host name, but not to other names."""
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    own = {**headers, "host": f"{socket.gethostname()}:{PORT}"}
+    foreign = {**headers, "host": f"evil.example:{PORT}"}
+
+    assert token_client.get("/api/counts", headers=own).status_code == 200
+    assert_error(token_client.get("/api/counts", headers=foreign), 400)
+
+
+def test_non_loopback_without_token_refuses_to_start(tmp_path: Path) -> None:
+    """basic web-app --host 0.0.0.0 without a token exits 2 naming web.token, before binding anything."""
+    config = tmp_path / "config.yaml"
+    config.write_text("general:\n  primary_path: data\n")
+
+    result = CliRunner().invoke(main, ["web-app", "--config", str(config), "--host", "0.0.0.0", "--port", "1"],
+                                env={"PERSISTENTQ_WEB_TOKEN": ""})
+
+    assert result.exit_code == 2, result.output
+    assert "web.token" in result.output
+    assert "0.0.0.0" in result.output
+
+
+# Request size.
+
+
+def test_declared_oversize_body_rejected(client: TestClient, store: PersistentQStore) -> None:
+    """A Content-Length over the cap answers 413 without reading the body."""
+    response = client.post("/api/jobs", content=b"{}", headers={
+        "content-type": "application/json", "content-length": str(MAX_BODY_BYTES + 1),
+    })
+
+    assert_error(response, 413)
+    assert store.jobs() == []
+
+
+def test_chunked_oversize_body_rejected(client: TestClient, store: PersistentQStore) -> None:
+    """A body sent in chunks without Content-Length is cut off at the cap with a 4xx, and nothing is put."""
+    chunk = b" " * (1024 * 1024)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"payloads": ["a"]'
+        for _ in range(MAX_BODY_BYTES // len(chunk) + 1):
+            yield chunk
+        yield b"}"
+
+    response = client.post("/api/jobs", content=chunks(), headers={"content-type": "application/json"})
+
+    assert response.status_code in (400, 413), response.text
+    assert store.jobs() == []
