@@ -1,0 +1,203 @@
+"""The dashboard in headless Chromium, driven by Playwright, against a real `basic web-app` process.
+
+The app runs a producer that puts a job every 0.2 s, every fourth one
+failing, and one consumer. The tests watch the page update without a reload,
+pause consumers, retry a failed job, and check that markup in a payload
+shows as text. Screenshots go to the test's tmp dir and to artifacts/.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from external import CHROMIUM_ARGS, chromium_executable
+from web_support import WebApp, wait_until
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+TIMEOUT_MS = 15_000
+PAUSE_SETTLE_S = 1.0
+
+FUNCTIONS = '''
+import itertools
+
+_numbers = itertools.count(1)
+
+
+async def produce():
+    number = next(_numbers)
+    return f"fail {number}" if number % 4 == 0 else f"job {number}"
+
+
+async def fail_marked(payload):
+    if payload.startswith("fail"):
+        raise ValueError(f"asked to fail by {payload!r}")
+    return f"{payload} handled"
+'''
+
+CONFIG = """
+consumer:
+  function: jobs:fail_marked
+  interval_min: 0.05
+  interval_max: 0.1
+  n_tries: 1
+  poll_interval: 0.1
+producer:
+  function: jobs:produce
+  interval: 0.2
+cleaner:
+  interval: 1
+general:
+  primary_path: data
+  n_prod: 1
+  n_cons: 1
+  shutdown_grace: 1
+"""
+
+XSS_PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>&amp; "quoted"'
+
+
+@pytest.fixture(scope="module")
+def web_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebApp]:
+    """One `basic web-app` process for the module, stopped with SIGINT at the end."""
+    app = WebApp(tmp_path_factory.mktemp("web-app"), CONFIG, FUNCTIONS)
+    try:
+        yield app
+    finally:
+        code = app.stop()
+        assert code == 0, app.log()
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A headless Chromium with a fresh profile that ignores the page's Content-Security-Policy.
+
+    Playwright's wait_for_function evaluates its predicate with eval, which
+    the policy forbids. Without the policy, the markup test also shows that
+    the page's escaping alone keeps a payload from running.
+    """
+    executable = chromium_executable()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=executable, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1400}, bypass_csp=True,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture()
+def page(browser_context, web_app: WebApp) -> Iterator[object]:
+    """The dashboard open in a new tab, with a marker that a reload would erase."""
+    tab = browser_context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.goto(web_app.url + "/")
+    tab.wait_for_selector("#connection[data-live='true']")
+    tab.evaluate("window.__loadedOnce = true")
+    yield tab
+    tab.close()
+    assert errors == [], f"script errors in the page: {errors}"
+
+
+def count(page, state: str) -> int:
+    """Return the number the page shows for `state`."""
+    text = page.text_content(f"#count-{state}")
+    return int(text) if text and text.isdigit() else -1
+
+
+def resume_all(web_app: WebApp) -> None:
+    """Resume every worker through the API, so each test starts with a running pool."""
+    web_app.client.post("/api/pool/resume", json={})
+
+
+def save_screenshot(page, tmp_path: Path, name: str) -> Path:
+    """Save a screenshot under tmp_path and artifacts/ (git-ignored); return the tmp_path copy."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    (ARTIFACTS / name).write_bytes(shot.read_bytes())
+    return shot
+
+
+def test_done_count_rises_without_reload(page, web_app: WebApp, tmp_path: Path) -> None:
+    """The done count, the chart and the jobs table update from the event stream, with no reload."""
+    resume_all(web_app)
+    page.wait_for_function("Number(document.querySelector('#count-done').textContent) >= 0")
+    before = count(page, "done")
+
+    page.wait_for_function(f"Number(document.querySelector('#count-done').textContent) >= {before + 3}")
+    page.wait_for_function("Number(document.querySelector('#chart').dataset.done) > 0")
+    page.wait_for_selector("#jobs tr[data-state='done']")
+
+    assert page.evaluate("window.__loadedOnce") is True
+    assert page.locator("#registry tr").count() >= 3
+    shot = save_screenshot(page, tmp_path, "web-dashboard.png")
+    assert shot.stat().st_size > 10_000
+
+
+def test_pause_consumers_stops_done_count(page, web_app: WebApp) -> None:
+    """After Pause consumers, the done count stops while jobs keep coming; Resume starts it again."""
+    resume_all(web_app)
+    page.click("#pause-consumer")
+    page.wait_for_selector("#pause-consumer[aria-pressed='true']")
+    # A turn that began before the pause may still claim and finish one job;
+    # a turn lasts well under PAUSE_SETTLE_S here.
+    time.sleep(PAUSE_SETTLE_S)
+    wait_until(lambda: web_app.client.get("/api/counts").json()["running"] == 0)
+    done = web_app.client.get("/api/counts").json()["done"]
+    page.wait_for_function(f"Number(document.querySelector('#count-done').textContent) === {done}")
+    queued = count(page, "queued")
+
+    page.wait_for_function(f"Number(document.querySelector('#count-queued').textContent) >= {queued + 3}")
+
+    assert count(page, "done") == done
+    assert web_app.client.get("/api/counts").json()["done"] == done
+    assert page.text_content("#pause-consumer") == "Resume consumers"
+    page.click("#pause-consumer")
+    page.wait_for_function(f"Number(document.querySelector('#count-done').textContent) > {done}")
+
+
+def test_retry_failed_job_from_page(page, web_app: WebApp, tmp_path: Path) -> None:
+    """The Retry button of a failed job queues it again with its attempts back at 0."""
+    resume_all(web_app)
+    page.select_option("#filter-state", "failed")
+    row = page.wait_for_selector("#jobs tr[data-state='failed']")
+    job_id = int(row.get_attribute("data-id"))
+    web_app.client.post("/api/pool/pause", json={"kind": "consumer"})
+
+    row.query_selector("button.retry").click()
+    page.wait_for_function(f"document.querySelector('#message').textContent.includes('job {job_id} queued again')")
+
+    job = web_app.client.get(f"/api/jobs/{job_id}").json()
+    assert job["state"] == "queued"
+    assert job["attempts"] == 0
+    page.select_option("#filter-state", "queued")
+    page.wait_for_selector(f"#jobs tr[data-id='{job_id}'][data-state='queued']")
+    save_screenshot(page, tmp_path, "web-dashboard-retry.png")
+    resume_all(web_app)
+
+
+def test_markup_payload_shows_as_text(page, web_app: WebApp) -> None:
+    """A payload full of HTML shows as literal text in the table and the detail view, and runs nothing."""
+    web_app.client.post("/api/pool/pause", json={"kind": "consumer"})
+    [job_id] = web_app.client.post("/api/jobs", json={"payloads": [XSS_PAYLOAD]}).json()["ids"]
+
+    page.fill("#filter-search", "onerror")
+    row = page.wait_for_selector(f"#jobs tr[data-id='{job_id}']")
+    row.click()
+    page.wait_for_function(f"document.querySelector('#detail-id').textContent === '{job_id}'")
+
+    assert page.text_content("#detail-payload") == XSS_PAYLOAD
+    assert XSS_PAYLOAD in row.text_content()
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("#jobs img, #detail img, #jobs script, #detail script").count() == 0
+    resume_all(web_app)
