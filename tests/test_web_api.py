@@ -75,7 +75,7 @@ def test_openapi_lists_every_route(client: TestClient) -> None:
 
 
 def test_unknown_path_is_json_404(client: TestClient) -> None:
-    """An unknown path answers 404 with a JSON error."""
+    """An unknown path gets 404 with a JSON error."""
     assert_error(client.get("/api/nothing"), 404)
 
 
@@ -130,7 +130,7 @@ def test_jobs_page_cuts_long_payloads(client: TestClient, store: PersistentQStor
     ({"search": "s" * 201}, "search"),
 ])
 def test_jobs_bad_query_is_422(client: TestClient, params: dict, word: str) -> None:
-    """A bad filter or page parameter answers 422 naming the parameter."""
+    """A bad filter or page parameter gets 422 naming the parameter."""
     assert_error(client.get("/api/jobs", params=params), 422, word)
 
 
@@ -152,7 +152,7 @@ def test_job_detail_has_every_field(client: TestClient, store: PersistentQStore)
     ("/api/jobs/999", 404), ("/api/jobs/0", 422), ("/api/jobs/abc", 422), (f"/api/jobs/{2**64}", 422),
 ])
 def test_job_detail_bad_id(client: TestClient, path: str, status: int) -> None:
-    """An unknown job id answers 404; an id that is not a positive 64-bit integer answers 422."""
+    """An unknown job id gets 404; an id that is not a positive 64-bit integer gets 422."""
     assert_error(client.get(path), status)
 
 
@@ -189,12 +189,12 @@ def test_throughput_counts_done_and_failed(client: TestClient, store: Persistent
     {"interval_s": 1, "window_s": 86400},
 ])
 def test_throughput_bad_interval_is_422(client: TestClient, params: dict) -> None:
-    """A non-positive interval, a NaN, or a chart of more than 2000 intervals answers 422."""
+    """A non-positive interval, a NaN, or a chart of more than 2000 intervals gets 422."""
     assert_error(client.get("/api/throughput", params=params), 422)
 
 
 def test_snapshot_gathers_everything(client: TestClient, store: PersistentQStore) -> None:
-    """GET /api/snapshot returns counts, the pool, the registry and throughput in one answer."""
+    """GET /api/snapshot returns counts, the pool, the registry and throughput in one response."""
     store.put("a")
 
     snapshot = client.get("/api/snapshot").json()
@@ -243,13 +243,13 @@ def test_enqueue_unique_key_returns_first_job(client: TestClient, store: Persist
 ])
 def test_enqueue_bad_body_changes_nothing(client: TestClient, store: PersistentQStore, body: dict, status: int,
                                           word: str) -> None:
-    """An enqueue with a bad field answers 4xx naming the field, and puts no job."""
+    """An enqueue with a bad field gets 4xx naming the field, and puts no job."""
     assert_error(client.post("/api/jobs", json=body), status, word)
     assert store.jobs() == []
 
 
 def test_enqueue_oversize_payload_is_413(client: TestClient, store: PersistentQStore) -> None:
-    """A payload over 1 MiB answers 413, and the payloads sent with it are not put either."""
+    """A payload over 1 MiB gets 413, and the payloads sent with it are not put either."""
     response = client.post("/api/jobs", json={"payloads": ["small", "x" * (MAX_PAYLOAD_BYTES + 1)]})
 
     assert_error(response, 413, str(MAX_PAYLOAD_BYTES))
@@ -257,7 +257,7 @@ def test_enqueue_oversize_payload_is_413(client: TestClient, store: PersistentQS
 
 
 def test_enqueue_oversize_body_is_413(client: TestClient, store: PersistentQStore) -> None:
-    """A request body over the 8 MiB cap answers 413 before it is parsed."""
+    """A request body over the 8 MiB cap gets 413 before it is parsed."""
     body = json.dumps({"payloads": ["y" * (1024 * 1024)] * 9})
 
     response = client.post("/api/jobs", content=body, headers={"content-type": "application/json"})
@@ -268,7 +268,7 @@ def test_enqueue_oversize_body_is_413(client: TestClient, store: PersistentQStor
 
 @pytest.mark.parametrize("content", ['{"payloads": ["a"', "not json", '{"payloads": ["\\ud800"]}', ""])
 def test_enqueue_malformed_json_changes_nothing(client: TestClient, store: PersistentQStore, content: str) -> None:
-    """Malformed JSON, a lone surrogate or an empty body answers 400 or 422 and puts no job."""
+    """Malformed JSON, a lone surrogate or an empty body gets 400 or 422 and puts no job."""
     response = client.post("/api/jobs", content=content, headers={"content-type": "application/json"})
 
     assert response.status_code in (400, 422), response.text
@@ -277,7 +277,7 @@ def test_enqueue_malformed_json_changes_nothing(client: TestClient, store: Persi
 
 
 def test_enqueue_malformed_json_is_400(client: TestClient) -> None:
-    """Truncated JSON answers 400 saying the body is not valid JSON."""
+    """Truncated JSON gets 400 saying the body is not valid JSON."""
     response = client.post("/api/jobs", content='{"payloads": [', headers={"content-type": "application/json"})
 
     assert_error(response, 400, "not valid JSON")
@@ -287,7 +287,7 @@ def test_enqueue_malformed_json_is_400(client: TestClient) -> None:
 
 
 def test_cancel_queued_job(client: TestClient, store: PersistentQStore) -> None:
-    """Cancelling a queued job answers the cancelled job; cancelling it again answers 409."""
+    """Cancelling a queued job returns the cancelled job; cancelling it again gets 409."""
     job_id = store.put("a")
 
     first = client.post(f"/api/jobs/{job_id}/cancel")
@@ -308,7 +308,7 @@ def test_cancel_failed_job_is_409(client: TestClient, store: PersistentQStore) -
 
 
 def test_cancel_unknown_job_is_404(client: TestClient) -> None:
-    """Cancelling an id that does not exist answers 404 naming it."""
+    """Cancelling an id that does not exist gets 404 naming it."""
     assert_error(client.post("/api/jobs/4242/cancel"), 404, "4242")
 
 
@@ -332,7 +332,7 @@ def test_requeue_done_job_is_409(client: TestClient, store: PersistentQStore) ->
 
 
 def test_requeue_unknown_job_is_404(client: TestClient) -> None:
-    """Requeueing an id that does not exist answers 404."""
+    """Requeueing an id that does not exist gets 404."""
     assert_error(client.post("/api/jobs/4242/requeue"), 404, "4242")
 
 
@@ -374,7 +374,7 @@ def test_purge_default_takes_every_finished_state(client: TestClient, store: Per
 
 @pytest.mark.parametrize("body", [{"states": ["queued"]}, {"states": []}, {"older_than_s": -1}, {"states": "done"}])
 def test_purge_bad_body_changes_nothing(client: TestClient, store: PersistentQStore, body: dict) -> None:
-    """A purge of an unfinished state, no state or a negative age answers 422 and deletes nothing."""
+    """A purge of an unfinished state, no state or a negative age gets 422 and deletes nothing."""
     done_job(store, "a")
 
     assert_error(client.post("/api/purge", json=body), 422)
@@ -382,7 +382,7 @@ def test_purge_bad_body_changes_nothing(client: TestClient, store: PersistentQSt
 
 
 def test_get_is_not_allowed_on_actions(client: TestClient, store: PersistentQStore) -> None:
-    """State changes take POST only: GET on an action answers 405 and changes nothing."""
+    """State changes take POST only: GET on an action gets 405 and changes nothing."""
     job_id = store.put("a")
 
     assert_error(client.get(f"/api/jobs/{job_id}/cancel"), 405)
@@ -394,7 +394,7 @@ def test_get_is_not_allowed_on_actions(client: TestClient, store: PersistentQSto
 
 
 def test_pool_lifecycle(client: TestClient, store: PersistentQStore) -> None:
-    """Start, pause, resume, scale and stop the pool, each answered with the pool's new state."""
+    """Start, pause, resume, scale and stop the pool, each returning the pool's new state."""
     assert client.get("/api/pool").json()["running"] is False
 
     started = client.post("/api/pool/start").json()
@@ -426,7 +426,7 @@ def test_pool_runs_enqueued_jobs(client: TestClient, store: PersistentQStore) ->
 
 
 def test_scale_stopped_pool_is_409(client: TestClient) -> None:
-    """Scaling a stopped pool answers 409 and starts nothing."""
+    """Scaling a stopped pool gets 409 and starts nothing."""
     assert_error(client.post("/api/pool/scale", json={"n_cons": 2}), 409, "start it")
     assert client.get("/api/pool").json()["workers"] == []
 
@@ -439,7 +439,7 @@ def test_scale_stopped_pool_is_409(client: TestClient) -> None:
     ("/api/pool/resume", {"kind": 3}),
 ])
 def test_pool_bad_body_is_422(client: TestClient, path: str, body: dict) -> None:
-    """A scale beyond 0 to 64 workers, or an unknown worker kind, answers 422."""
+    """A scale beyond 0 to 64 workers, or an unknown worker kind, gets 422."""
     client.post("/api/pool/start")
 
     assert_error(client.post(path, json=body), 422)
@@ -479,7 +479,7 @@ def test_file_enqueue_accepts_existing_input(file_client: TestClient, tmp_path: 
 
 
 def test_file_requeue_renames_failed_input_back(file_client: TestClient, tmp_path: Path) -> None:
-    """Requeueing a failed file job renames <name>.failed back; once the file is gone it answers 409."""
+    """Requeueing a failed file job renames <name>.failed back; once the file is gone it gets 409."""
     store = file_client.app.state.dashboard.store
     data = tmp_path / "data"
     kept = failed_job(store, "kept")

@@ -87,7 +87,7 @@ def test_fuzzed_requests_get_no_server_error(server: tuple[object, int], mode: G
     print(sorted(statuses.items()))
     assert requests.get(base_url + "/api/counts", headers=headers, timeout=10).status_code == 200
     if mode == GenerationMode.POSITIVE:
-        assert len(reached) >= 15, f"too few operations answered 2xx: {sorted(reached)}"
+        assert len(reached) >= 15, f"too few operations returned 2xx: {sorted(reached)}"
 
 
 @pytest.mark.parametrize("kind", ["producer", "consumer"])

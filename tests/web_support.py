@@ -1,4 +1,4 @@
-"""Helpers shared by the web app tests: configs, the in-process client, and checks of error answers."""
+"""Helpers shared by the web app tests: configs, the in-process client, and checks of error responses."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from ..errors import InvalidStateError, PermanentJobError
 from ..files import input_path
 from ..store.base import Job, JobState
 from .schemas import (
-    MAX_JOB_ID, CountsOut, EnqueueIn, EnqueueOut, ErrorOut, JobOut, JobPageOut, JobSummaryOut, KindIn,
+    MAX_JOB_ID, CountsOut, EnqueueIn, EnqueueOut, ErrorOut, JobPageOut, JobSummaryOut, KindIn,
     PoolOut, PurgeIn, PurgeOut, RegisteredWorkerOut, RequeueOut, ScaleIn, SnapshotOut, ThroughputOut,
 )
 from .state import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S, Dashboard, dashboard
@@ -85,9 +85,9 @@ def list_jobs(
                       has_more=len(found) > limit)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, summary="One job with every field")
-def get_job(state: State, job_id: JobId) -> JobOut:
-    return JobOut.of(state.store.get(job_id))
+@router.get("/jobs/{job_id}", response_model=Job, summary="One job with every field")
+def get_job(state: State, job_id: JobId) -> Job:
+    return state.store.get(job_id)
 
 
 # Acting on jobs.
@@ -128,22 +128,22 @@ def check_input_file(state: Dashboard, payload: str) -> None:
                                  "pipeline's payloads name files there, so write the file first")
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued job")
-def cancel_job(state: State, job_id: JobId) -> JobOut:
+@router.post("/jobs/{job_id}/cancel", response_model=Job, summary="Cancel a queued job")
+def cancel_job(state: State, job_id: JobId) -> Job:
     job = state.store.get(job_id)
     if job.state != JobState.QUEUED or state.store.cancel([job_id]) == 0:
         current = state.store.get(job_id).state
         raise InvalidStateError(f"job {job_id} is {current}; only queued jobs can be cancelled")
-    return JobOut.of(state.store.get(job_id))
+    return state.store.get(job_id)
 
 
-@router.post("/jobs/{job_id}/requeue", response_model=JobOut,
+@router.post("/jobs/{job_id}/requeue", response_model=Job,
              summary="Queue a failed or cancelled job again, attempts from 0")
-def requeue_job(state: State, job_id: JobId) -> JobOut:
+def requeue_job(state: State, job_id: JobId) -> Job:
     result = requeue_jobs(state.store, state.config, [job_id])
     if result.rejected:
         raise InvalidStateError(result.rejected[job_id])
-    return JobOut.of(state.store.get(job_id))
+    return state.store.get(job_id)
 
 
 @router.post("/jobs/requeue-failed", response_model=RequeueOut, summary="Queue every failed job again")

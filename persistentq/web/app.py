@@ -11,7 +11,7 @@ the page leaves the store open for the API.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -32,6 +32,15 @@ from .state import Dashboard
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+# The status of each error that the store and the admin operations raise on bad requests.
+# Starlette picks the handler of the nearest class in an exception's MRO, so
+# PayloadTooLargeError gets 413 although it subclasses InvalidPayloadError.
+ERROR_STATUSES: dict[type[Exception], int] = {
+    JobNotFoundError: 404,
+    InvalidStateError: 409,
+    PayloadTooLargeError: 413,
+    InvalidPayloadError: 422,
+}
 MAX_VALIDATION_ERRORS = 3
 
 
@@ -103,8 +112,15 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _status_handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return _error(status, str(exc))
+
+    return handler
+
+
 def _add_error_handlers(app: FastAPI) -> None:
-    """Answer every error as {"error": "..."} with the status that names its kind."""
+    """Return every error as {"error": "..."} with the status that names its kind."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -114,21 +130,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_response(exc)
 
-    @app.exception_handler(JobNotFoundError)
-    async def not_found(request: Request, exc: JobNotFoundError) -> JSONResponse:
-        return _error(404, str(exc))
-
-    @app.exception_handler(InvalidStateError)
-    async def invalid_state(request: Request, exc: InvalidStateError) -> JSONResponse:
-        return _error(409, str(exc))
-
-    @app.exception_handler(PayloadTooLargeError)
-    async def too_large(request: Request, exc: PayloadTooLargeError) -> JSONResponse:
-        return _error(413, str(exc))
-
-    @app.exception_handler(InvalidPayloadError)
-    async def invalid_payload(request: Request, exc: InvalidPayloadError) -> JSONResponse:
-        return _error(422, str(exc))
+    for error_type, status in ERROR_STATUSES.items():
+        app.add_exception_handler(error_type, _status_handler(status))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -148,8 +151,8 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
     for error in errors[:MAX_VALIDATION_ERRORS]:
         location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
         value = error.get("input")
-        shown = f", got {value!r:.60}" if isinstance(value, (str, int, float)) and value != "" else ""
-        parts.append(f"{location}: {error.get('msg', 'invalid value')}{shown}")
+        got = f", got {value!r:.60}" if isinstance(value, (str, int, float)) and value != "" else ""
+        parts.append(f"{location}: {error.get('msg', 'invalid value')}{got}")
     more = len(errors) - MAX_VALIDATION_ERRORS
     suffix = f" (and {more} more)" if more > 0 else ""
     return _error(422, "invalid request: " + "; ".join(parts) + suffix)

@@ -41,13 +41,21 @@ async def events(state: State, interval_s: IntervalS = DEFAULT_INTERVAL_S,
 async def snapshots(state: Dashboard, *, interval_s: float, window_s: float) -> AsyncIterator[str]:
     """Yield one snapshot event now and one every `state.events_interval_s` until the server closes."""
     yield f"retry: {RECONNECT_MS}\n\n"
+    failing = False
     while not state.closing.is_set():
         try:
             snapshot = await state.snapshot(interval_s=interval_s, window_s=window_s)
         except Exception as exc:
-            # A failed read (a locked or vanished database) skips one event; the next one tries again.
-            log.warning("event stream: could not read the queue: %s", exc)
+            # A failed read (a locked or vanished database) skips one event and the next one tries
+            # again. Only the first failure in a row is logged, so a stream does not flood the log.
+            if not failing:
+                log.warning("event stream: could not read the queue, retrying every %g s: %s",
+                            state.events_interval_s, exc)
+            failing = True
         else:
+            if failing:
+                log.info("event stream: reading the queue works again")
+            failing = False
             yield f"event: snapshot\ndata: {snapshot.model_dump_json()}\n\n"
         try:
             await asyncio.wait_for(state.closing.wait(), state.events_interval_s)

@@ -19,12 +19,12 @@ WorkerKind = Literal["producer", "consumer", "cleaner"]
 FinishedState = Literal["done", "failed", "cancelled"]
 
 
-def _encodable(text: str, what: str) -> str:
+def _encodable(text: str, label: str) -> str:
     """Return `text`, or raise ValueError when UTF-8 cannot encode it (a lone surrogate from JSON)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(f"{what} has a character that is not valid Unicode text at position {exc.start}") from None
+        raise ValueError(f"{label} has a character that is not valid Unicode text at position {exc.start}") from None
     return text
 
 
@@ -32,31 +32,6 @@ class ErrorOut(BaseModel):
     """Every error response: one sentence that names the value and the fix."""
 
     error: str
-
-
-class JobOut(BaseModel):
-    """One job with every field; times are seconds since the epoch."""
-
-    id: int
-    queue: str
-    payload: str
-    state: JobState
-    priority: int
-    attempts: int
-    created_at: float
-    available_at: float
-    started_at: float | None
-    finished_at: float | None
-    lease_expires_at: float | None
-    worker_id: str | None
-    last_error: str | None
-    result: str | None
-    unique_key: str | None
-
-    @classmethod
-    def of(cls, job: Job) -> JobOut:
-        """Build the response model of a store Job."""
-        return cls(**vars(job))
 
 
 class JobSummaryOut(BaseModel):
@@ -136,7 +111,7 @@ class RequeueOut(BaseModel):
 
 
 class PurgeIn(BaseModel):
-    """Which finished jobs to delete."""
+    """The finished jobs to delete: their states and their minimum age."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -48,7 +48,7 @@ WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    """Who may talk to the app: the Host names it answers to and the token it requires ("" for none)."""
+    """The Host header values that the app accepts, and the token it requires ("" for none)."""
 
     hosts: frozenset[str]
     token: str = ""
@@ -57,10 +57,10 @@ class AccessPolicy:
     def for_address(cls, host: str, port: int, *, token: str = "") -> AccessPolicy:
         """Build the policy of an app served on `host`:`port`.
 
-        The app answers to the host it binds, to localhost and 127.0.0.1 (and
-        [::1]), each with the port. Bound to every interface (0.0.0.0 or ::),
-        it also answers to this machine's host name and to the address a
-        connection actually reached, which `allows_host` checks per request.
+        The app accepts the host it binds, localhost, 127.0.0.1 and [::1], each
+        with the port. Bound to every interface (0.0.0.0 or ::), it also
+        accepts this machine's host name and the address that a connection
+        actually reached, which `allows_host` checks per request.
         """
         names = {"localhost", "127.0.0.1", "[::1]", _bracketed(host)}
         if host in WILDCARD_HOSTS:
@@ -129,21 +129,13 @@ class SecurityMiddleware:
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
             await _send_error(send, 413, f"request body over the limit of {MAX_BODY_BYTES} bytes")
             return
-        started = False
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
-            await send(message)
-
-        try:
-            await self.app(scope, _capped(receive), send_with_headers)
-        except BodyTooLargeError as exc:
-            if started:
-                raise
-            await _send_error(send, 413, str(exc))
+        if scope["type"] == "http" and scope.get("method") not in SAFE_METHODS:
+            body = await _read_body(receive)
+            if body is None:
+                await _send_error(send, 413, f"request body over the limit of {MAX_BODY_BYTES} bytes")
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, _with_headers(send))
 
     def _rejection(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
         """Return (status, message) for a request to reject, or None to serve it."""
@@ -199,7 +191,7 @@ async def _send_error(send: Send, status: int, message: str) -> None:
 
 
 async def _redirect_with_cookie(send: Send, scope: Scope, token: str) -> None:
-    """Answer `/?token=T` with the token cookie and a redirect to `/`, so the token leaves the address bar."""
+    """Respond to `/?token=T` with the token cookie and a redirect to `/`, so the token leaves the address bar."""
     query = {key: values for key, values in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()
              if key != "token"}
     location = "/" + (f"?{urlencode(query, doseq=True)}" if query else "")
@@ -210,21 +202,48 @@ async def _redirect_with_cookie(send: Send, scope: Scope, token: str) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-class BodyTooLargeError(Exception):
-    """A request body without Content-Length grew past MAX_BODY_BYTES."""
+async def _read_body(receive: Receive) -> bytes | None:
+    """Read a whole request body, or return None once it grows past MAX_BODY_BYTES.
 
-
-def _capped(receive: Receive) -> Receive:
-    """Wrap `receive` so that a chunked body longer than MAX_BODY_BYTES raises BodyTooLargeError."""
-    received = 0
-
-    async def capped_receive() -> Message:
-        nonlocal received
+    Reading it here, before the app, rejects a body sent in chunks without
+    Content-Length with the same 413 as one that declares its length.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
         message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > MAX_BODY_BYTES:
-                raise BodyTooLargeError(f"request body over the limit of {MAX_BODY_BYTES} bytes")
-        return message
+        if message["type"] != "http.request":
+            break  # The client disconnected, so the app gets an empty body and then the disconnect.
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
-    return capped_receive
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Return a receive callable that hands the app `body` first, then waits on the real `receive`."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _with_headers(send: Send) -> Send:
+    """Wrap `send` so that every response carries SECURITY_HEADERS."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+        await send(message)
+
+    return send_with_headers

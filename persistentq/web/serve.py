@@ -1,8 +1,8 @@
 """Run the dashboard with uvicorn in the foreground: the body of `basic web-app`.
 
-Ctrl-C, SIGTERM or SIGHUP stop it as they stop `basic run`: the server stops
-taking requests, open event streams end, and the pool stops gracefully,
-handing running jobs back to the queue; a second Ctrl-C hands them back at once.
+Ctrl-C, SIGTERM or SIGHUP stop it as they stop `basic run`. The server stops
+taking requests, open event streams end, and the pool stops gracefully, so
+running jobs finish or go back to the queue. A second Ctrl-C hands them back at once.
 """
 
 from __future__ import annotations
@@ -92,6 +92,6 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _address(config: Config) -> str:
     host = config.web.host
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
     suffix = " (token required)" if config.web.token else ""
-    return f"http://{shown}:{config.web.port}/{suffix}"
+    return f"http://{bracketed}:{config.web.port}/{suffix}"

@@ -1,4 +1,4 @@
-"""What the dashboard's routes share: the config, the store, the pool, and the reads they all make."""
+"""The state that the dashboard's routes share: config, store, pool, and the reads they all make."""
 
 from __future__ import annotations
 

@@ -252,6 +252,7 @@ async function showJob(jobId) {
     showMessage(error.message, "error");
     return;
   }
+
   view.selectedJob = job.id;
   $("detail").hidden = false;
   $("detail-id").textContent = String(job.id);
@@ -261,6 +262,7 @@ async function showJob(jobId) {
     ["started", formatTime(job.started_at)], ["finished", formatTime(job.finished_at)],
     ["lease until", formatTime(job.lease_expires_at)], ["worker", job.worker_id], ["unique key", job.unique_key],
   ];
+
   const items = [];
   for (const [name, value] of fields) {
     const dt = document.createElement("dt");
@@ -270,6 +272,7 @@ async function showJob(jobId) {
     items.push(dt, dd);
   }
   $("detail-fields").replaceChildren(...items);
+
   $("detail-payload").textContent = job.payload;
   $("detail-error").textContent = job.last_error || "";
   $("detail-result").textContent = job.result || "";
@@ -308,7 +311,7 @@ function connectEvents() {
 
 // Controls.
 
-function bindControls() {
+function bindPoolControls() {
   $("pool-start").addEventListener("click", () => act(() => api("POST", "/api/pool/start"), "pool started"));
   $("pool-stop").addEventListener("click", () => act(() => api("POST", "/api/pool/stop"), "pool stopped"));
   for (const kind of ["producer", "consumer"]) {
@@ -324,6 +327,9 @@ function bindControls() {
     const body = { n_prod: Number($("scale-prod").value), n_cons: Number($("scale-cons").value) };
     act(() => api("POST", "/api/pool/scale", body), "pool scaled").then((pool) => pool && renderPool(pool));
   });
+}
+
+function bindJobControls() {
   $("enqueue-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const payloads = $("enqueue-payloads").value.split("\n").filter((line) => line.trim() !== "");
@@ -331,6 +337,7 @@ function bindControls() {
     act(() => api("POST", "/api/jobs", body), (result) => `enqueued ${result.added} jobs`)
       .then((result) => { if (result) $("enqueue-payloads").value = ""; });
   });
+
   $("filter-state").addEventListener("change", () => {
     view.state = $("filter-state").value;
     view.offset = 0;
@@ -345,6 +352,7 @@ function bindControls() {
       refreshJobs();
     }, 250);
   });
+
   $("page-prev").addEventListener("click", () => {
     view.offset = Math.max(0, view.offset - PAGE_SIZE);
     refreshJobs();
@@ -353,6 +361,7 @@ function bindControls() {
     view.offset += PAGE_SIZE;
     refreshJobs();
   });
+
   $("requeue-failed").addEventListener("click", () => act(() => api("POST", "/api/jobs/requeue-failed"),
     (result) => `requeued ${result.requeued.length} jobs` +
       (Object.keys(result.rejected).length ? `, rejected ${Object.keys(result.rejected).length}` : "")));
@@ -362,15 +371,20 @@ function bindControls() {
     if (!window.confirm(`Delete every ${states.join(", ")} job of this queue?`)) return;
     act(() => api("POST", "/api/purge", { states }), (result) => `purged ${result.purged} jobs`);
   });
+}
+
+function bindDetailControls() {
   $("detail-close").addEventListener("click", () => {
     view.selectedJob = null;
     $("detail").hidden = true;
   });
   $("detail-cancel").addEventListener("click", () => view.selectedJob !== null && cancelJob(view.selectedJob));
   $("detail-requeue").addEventListener("click", () => view.selectedJob !== null && requeueJob(view.selectedJob));
-  $("interval").addEventListener("change", connectEvents);
 }
 
-bindControls();
+bindPoolControls();
+bindJobControls();
+bindDetailControls();
+$("interval").addEventListener("change", connectEvents);
 connectEvents();
 refreshJobs();
