@@ -170,11 +170,11 @@ def test_retry_failed_job_from_page(page, web_app: WebApp, tmp_path: Path) -> No
     """The Retry button of a failed job queues it again with its attempts back at 0."""
     resume_all(web_app)
     page.select_option("#filter-state", "failed")
-    row = page.wait_for_selector("#jobs tr[data-state='failed']")
-    job_id = int(row.get_attribute("data-id"))
+    job_id = int(page.locator("#jobs tr[data-state='failed']").first.get_attribute("data-id"))
     web_app.client.post("/api/pool/pause", json={"kind": "consumer"})
 
-    row.query_selector("button.retry").click()
+    # A locator finds the row again each time, because the table is rebuilt on every update.
+    page.locator(f"#jobs tr[data-id='{job_id}'] button.retry").click()
     page.wait_for_function(f"document.querySelector('#message').textContent.includes('job {job_id} queued again')")
 
     job = web_app.client.get(f"/api/jobs/{job_id}").json()
@@ -192,7 +192,7 @@ def test_markup_payload_shows_as_text(page, web_app: WebApp) -> None:
     [job_id] = web_app.client.post("/api/jobs", json={"payloads": [XSS_PAYLOAD]}).json()["ids"]
 
     page.fill("#filter-search", "onerror")
-    row = page.wait_for_selector(f"#jobs tr[data-id='{job_id}']")
+    row = page.locator(f"#jobs tr[data-id='{job_id}']")
     row.click()
     page.wait_for_function(f"document.querySelector('#detail-id').textContent === '{job_id}'")
 
