@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 from pathlib import Path
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from persistentq.cli import main
@@ -34,31 +36,57 @@ general:
 """
 
 
-def test_sigint_hands_running_job_back(tmp_path: Path) -> None:
-    """SIGINT ends the process with exit 0, an open event stream included, and the running job is queued again."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_hands_running_job_back(tmp_path: Path, signum: int) -> None:
+    """SIGINT or SIGTERM ends the process with exit 0, an open event stream included, and requeues the running job."""
     app = WebApp(tmp_path / "app", SLOW_CONFIG, SLOW_FUNCTIONS)
     try:
-        [job_id] = app.client.post("/api/jobs", json={"payloads": ["long"]}).json()["ids"]
-        wait_until(lambda: app.client.get(f"/api/jobs/{job_id}").json()["state"] == "running")
-        stream = httpx.Client(base_url=app.url, timeout=10)
-        with stream.stream("GET", "/api/events") as events:
+        job_id = start_slow_job(app)
+        with httpx.Client(base_url=app.url, timeout=10) as stream, stream.stream("GET", "/api/events") as events:
             first = _first_snapshot(events)
-            code = app.stop()
+            code = app.stop(signum=signum)
     finally:
         app.stop()
 
     assert first["counts"]["running"] == 1
     assert code == 0, app.log()
-    log = app.log()
-    assert "SIGINT: stopping" in log
-    assert "pool stopped" in log
-    reopened = WebApp(tmp_path / "app", SLOW_CONFIG.replace("n_cons: 1", "n_cons: 0"), SLOW_FUNCTIONS)
-    try:
-        job = reopened.client.get(f"/api/jobs/{job_id}").json()
-    finally:
-        reopened.stop()
+    assert f"{signal.Signals(signum).name}: stopping" in app.log()
+    assert "pool stopped" in app.log()
+    job = read_job(tmp_path / "app", job_id)
     assert job["state"] == "queued"
     assert job["attempts"] == 0
+
+
+def test_second_sigint_hands_job_back_before_grace(tmp_path: Path) -> None:
+    """A second SIGINT ends a stop whose 60 s grace is still running, and the job is queued again."""
+    app = WebApp(tmp_path / "app", SLOW_CONFIG.replace("shutdown_grace: 0.5", "shutdown_grace: 60"), SLOW_FUNCTIONS)
+    try:
+        job_id = start_slow_job(app)
+        app.process.send_signal(signal.SIGINT)
+        wait_until(lambda: "SIGINT: stopping" in app.log())
+        code = app.stop(timeout_s=30)
+    finally:
+        app.stop()
+
+    assert code == 0, app.log()
+    assert "SIGINT again: handing running jobs back now" in app.log()
+    assert read_job(tmp_path / "app", job_id)["state"] == "queued"
+
+
+def start_slow_job(app: WebApp) -> int:
+    """Enqueue one job of the slow function and wait until a consumer runs it; return its id."""
+    [job_id] = app.client.post("/api/jobs", json={"payloads": ["long"]}).json()["ids"]
+    wait_until(lambda: app.client.get(f"/api/jobs/{job_id}").json()["state"] == "running")
+    return job_id
+
+
+def read_job(workdir: Path, job_id: int) -> dict:
+    """Read a job from the queue in `workdir` through a new web app that runs no consumer."""
+    reopened = WebApp(workdir, SLOW_CONFIG.replace("n_cons: 1", "n_cons: 0"), SLOW_FUNCTIONS)
+    try:
+        return reopened.client.get(f"/api/jobs/{job_id}").json()
+    finally:
+        reopened.stop()
 
 
 def _first_snapshot(response: httpx.Response) -> dict:

@@ -109,11 +109,11 @@ class WebApp:
         """Return what the process printed so far."""
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout_s: float = 30) -> int:
-        """Send SIGINT, wait for the exit and return the exit code; kill the process if it hangs."""
+    def stop(self, timeout_s: float = 30, signum: int = signal.SIGINT) -> int:
+        """Send `signum`, wait for the exit and return the exit code; kill the process if it hangs."""
         self.client.close()
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signum)
             try:
                 self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
