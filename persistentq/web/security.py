@@ -16,7 +16,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +30,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+log = logging.getLogger(__name__)
+
 TOKEN_COOKIE = "persistentq_token"
+LOG_EVERY_REJECTIONS = 100
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The largest request body read: a 1 MiB payload whose characters all need
 # JSON escapes (\uXXXX, 6 bytes each) still fits.
@@ -111,6 +116,7 @@ class SecurityMiddleware:
     def __init__(self, app: ASGIApp, *, policy: AccessPolicy) -> None:
         self.app = app
         self.policy = policy
+        self.rejected: Counter[int] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -120,6 +126,7 @@ class SecurityMiddleware:
         rejection = self._rejection(scope, headers)
         if rejection is not None:
             status, message = rejection
+            self._log_rejection(scope, status, message)
             await _send_error(send, status, message)
             return
         if self._sets_token_cookie(scope):
@@ -141,8 +148,9 @@ class SecurityMiddleware:
         """Return (status, message) for a request to reject, or None to serve it."""
         host = headers.get("host", "")
         if not self.policy.allows_host(host, scope.get("server")):
+            loopback = next(name for name in sorted(self.policy.hosts) if name.startswith("127.0.0.1"))
             return 400, (f"Host {host[:100]!r} is not this app's address; open the dashboard at "
-                         f"http://{sorted(self.policy.hosts)[0]}/")
+                         f"http://{loopback}/ or by the address it was started on")
         if self.policy.token and not self._has_token(scope, headers):
             return 401, ("missing or wrong token; send 'Authorization: Bearer TOKEN', or open "
                          "/?token=TOKEN once in the browser")
@@ -152,6 +160,15 @@ class SecurityMiddleware:
                 return 403, (f"cross-origin request from {origin[:100]!r} rejected; state changes "
                              "come only from the dashboard's own page or from clients without an Origin header")
         return None
+
+    def _log_rejection(self, scope: Scope, status: int, message: str) -> None:
+        """Log the first rejection of each status, then one in LOG_EVERY_REJECTIONS, so no client floods the log."""
+        self.rejected[status] += 1
+        count = self.rejected[status]
+        if count == 1 or count % LOG_EVERY_REJECTIONS == 0:
+            client = (scope.get("client") or ("unknown", 0))[0]
+            log.warning("rejected %s %s from %s with %d (%d so far): %s", scope.get("method"),
+                        scope.get("path"), client, status, count, message)
 
     def _has_token(self, scope: Scope, headers: dict[str, str]) -> bool:
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
