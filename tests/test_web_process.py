@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from persistentq.cli import main
-from web_support import WebApp, wait_until
+from persistentq.web.serve import _bind
+from web_support import WebApp, free_port, wait_until
 
 SLOW_FUNCTIONS = '''
 import asyncio
@@ -129,3 +130,12 @@ def test_busy_port_is_clear_error(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert f"port {port} is in use" in result.output
     assert not list((tmp_path / "data").glob("??????????")), "a producer ran although the server never started"
+
+
+def test_listener_names_tcp_for_nodelay() -> None:
+    """The listening socket names IPPROTO_TCP, which asyncio needs before it sets TCP_NODELAY on connections."""
+    listener = _bind("127.0.0.1", free_port())
+    try:
+        assert listener.proto == socket.IPPROTO_TCP
+    finally:
+        listener.close()
