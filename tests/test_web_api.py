@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from persistentq.files import FAILED_SUFFIX
+from persistentq.pool import WorkerPool
 from persistentq.store.base import MAX_PAYLOAD_BYTES, JobState, PersistentQStore, WorkerRecord
 from persistentq.web import create_app
 from web_support import BASE_URL, TestClient, assert_error, make_config, wait_until
@@ -490,3 +491,19 @@ def test_file_requeue_renames_failed_input_back(file_client: TestClient, tmp_pat
     assert (data / "kept").exists()
     assert_error(file_client.post(f"/api/jobs/{removed}/requeue"), 409, "removed")
     assert store.get(removed).state == JobState.FAILED
+
+
+def test_app_with_own_pool_reads_after_stop(tmp_path: Path) -> None:
+    """With a pool passed in, the API still reads the queue after the pool was stopped and started again."""
+    config = make_config(tmp_path)
+    pool = WorkerPool(config, consumer_function=lambda payload: payload)
+
+    with TestClient(create_app(config, pool=pool), base_url=BASE_URL) as client:
+        client.post("/api/pool/stop")
+        after_stop = client.get("/api/counts")
+        client.post("/api/jobs", json={"payloads": ["a"]})
+        client.post("/api/pool/start")
+        wait_until(lambda: client.get("/api/counts").json()["done"] == 1)
+
+    assert after_stop.status_code == 200
+    assert pool.running is False

@@ -57,10 +57,12 @@ def create_app(
     and closes. The pool starts with the app unless `start_pool` is False, and
     stops with it in any case.
     """
-    store = pool.store if pool is not None else open_store(config)
-    owns_store = pool is None
-    pool = pool or WorkerPool(config, store=store)
-    state = Dashboard(config=config, store=store, pool=pool, events_interval_s=events_interval_s)
+    owned_store = open_store(config) if pool is None else None
+    if pool is None:
+        pool = WorkerPool(config, store=owned_store)
+    # NOTE: a pool passed in that opened its own store closes it on every stop
+    # and reopens it on the next use, so a request made during a stop may fail.
+    state = Dashboard(config=config, pool=pool, events_interval_s=events_interval_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,8 +73,8 @@ def create_app(
         finally:
             state.closing.set()
             await pool.stop()
-            if owns_store:
-                store.close()
+            if owned_store is not None:
+                owned_store.close()
 
     app = FastAPI(
         title="persistentq dashboard",

@@ -28,12 +28,16 @@ class Dashboard:
     """The objects behind one dashboard app."""
 
     config: Config
-    store: PersistentQStore
     pool: WorkerPool
     events_interval_s: float = 1.0
     # Set when the server begins to shut down, so that event streams end and
     # uvicorn need not wait for them.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def store(self) -> PersistentQStore:
+        """The pool's store, which the API reads and writes too."""
+        return self.pool.store
 
     @property
     def queue(self) -> str:
