@@ -62,6 +62,7 @@ CONNECT_TIMEOUT_S = 10
 # How long a call waits for a free pooled connection, including while the
 # pool reconnects to a restarted server, before it raises StoreError.
 POOL_TIMEOUT_S = 30.0
+IMPORT_BATCH = 1000  # jobs per INSERT statement of `import_jobs`
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 _OUTCOME_SQL = {
@@ -367,6 +368,34 @@ class PersistentQPostgres(PersistentQStore):
         self._notify_put(queue)
         return ids
 
+    def import_jobs(self, jobs: Sequence[Job], *, discarded_ids: Iterable[int] = ()) -> list[int]:
+        """Copy queued or finished jobs from another store in one commit, all or none.
+
+        Each job keeps its queue, payload, state, priority, attempts, times,
+        error, result and unique key, and gets a new id; the new ids are
+        returned in the order given. Jobs in `discarded_ids` are failed jobs
+        whose leftovers were already removed. Raises InvalidStateError for a
+        running job, which has a lease this database knows nothing of.
+        """
+        running = [job.id for job in jobs if job.state is JobState.RUNNING]
+        if running:
+            raise InvalidStateError(
+                f"job {running[0]} is running; only jobs that no worker holds can be imported"
+            )
+        discarded = set(discarded_ids)
+        batches = [jobs[start:start + IMPORT_BATCH] for start in range(0, len(jobs), IMPORT_BATCH)]
+
+        def insert(conn: psycopg.Connection) -> list[int]:
+            ids: list[int] = []
+            for batch in batches:
+                rows = conn.execute(sql.IMPORT_JOBS, _import_arrays(batch, discarded)).fetchall()
+                ids += sorted(row[0] for row in rows)
+            for queue in sorted({job.queue for job in jobs if job.state is JobState.QUEUED}):
+                self._send_notify(conn, queue)
+            return ids
+
+        return self._transaction(insert) if jobs else []
+
     # Claims, outcomes and leases.
 
     def claim(
@@ -643,6 +672,25 @@ def _outcome_arrays(outcomes: Sequence[Outcome]) -> dict[str, list]:
         "results": [clip(outcome.result, MAX_RESULT_CHARS) for outcome in outcomes],
         "errors": [clip(outcome.error, MAX_ERROR_CHARS) for outcome in outcomes],
         "delays": [float(outcome.delay_s) for outcome in outcomes],
+    }
+
+
+def _import_arrays(jobs: Sequence[Job], discarded: set[int]) -> dict[str, list]:
+    """Return the parallel arrays that IMPORT_JOBS unnests, one element per job."""
+    return {
+        "queues": [job.queue for job in jobs],
+        "payloads": [job.payload for job in jobs],
+        "states": [JobState(job.state).value for job in jobs],
+        "priorities": [job.priority for job in jobs],
+        "attempts": [job.attempts for job in jobs],
+        "created": [job.created_at for job in jobs],
+        "available": [job.available_at for job in jobs],
+        "started": [job.started_at for job in jobs],
+        "finished": [job.finished_at for job in jobs],
+        "errors": [job.last_error for job in jobs],
+        "results": [job.result for job in jobs],
+        "unique_keys": [job.unique_key for job in jobs],
+        "discarded": [job.id in discarded for job in jobs],
     }
 
 

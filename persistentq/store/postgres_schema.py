@@ -139,6 +139,26 @@ ORDER BY given.position
 RETURNING id
 """
 
+# Copies jobs from another store with their state, attempts, times and
+# errors. They get new ids, drawn in the order given, so FIFO order survives.
+IMPORT_JOBS = """
+INSERT INTO jobs (queue, payload, state, priority, attempts, created_at, available_at,
+                  started_at, finished_at, last_error, result, unique_key, discarded)
+SELECT given.queue, given.payload, given.state, given.priority, given.attempts, given.created_at,
+       given.available_at, given.started_at, given.finished_at, given.last_error, given.result,
+       given.unique_key, given.discarded
+FROM unnest(%(queues)s::text[], %(payloads)s::text[], %(states)s::text[], %(priorities)s::bigint[],
+            %(attempts)s::integer[], %(created)s::double precision[],
+            %(available)s::double precision[], %(started)s::double precision[],
+            %(finished)s::double precision[], %(errors)s::text[], %(results)s::text[],
+            %(unique_keys)s::text[], %(discarded)s::boolean[])
+     WITH ORDINALITY AS given(queue, payload, state, priority, attempts, created_at, available_at,
+                              started_at, finished_at, last_error, result, unique_key, discarded,
+                              position)
+ORDER BY given.position
+RETURNING id
+"""
+
 # One statement claims the whole batch. FOR UPDATE SKIP LOCKED makes each
 # claimer lock the rows it picks and pass over rows another claimer has
 # locked, so concurrent claims never take the same job and never wait on each
