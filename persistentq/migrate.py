@@ -25,7 +25,7 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 
 @dataclass(frozen=True)
 class MigrationReport:
-    """What a migration copied: per queue, the number of jobs in each state."""
+    """Counts of the jobs a migration copied, per queue and state."""
 
     copied: dict[str, dict[JobState, int]]
 

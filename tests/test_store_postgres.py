@@ -319,6 +319,8 @@ def test_listener_polls_while_server_unreachable(caplog, monkeypatch):
     attempts = [record.getMessage() for record in caplog.records if "failed (attempt" in record.getMessage()]
     assert len(attempts) >= 2, attempts
     assert unreachable in attempts[0]
-    assert "attempt 1)" in attempts[0] and "attempt 2 in 0.1 s" in attempts[0]
-    assert "attempt 2)" in attempts[1] and "attempt 3 in 0.2 s" in attempts[1]
+    assert "attempt 1)" in attempts[0]
+    assert "attempt 2 in 0.1 s" in attempts[0]
+    assert "attempt 2)" in attempts[1]
+    assert "attempt 3 in 0.2 s" in attempts[1]
     assert not listener.listening.is_set()

@@ -6,10 +6,11 @@
     store.ack(job.id, job.lease_token, result="done")
 
 Connections come from a psycopg_pool pool, one per call, in autocommit mode.
-Writes go through `_transaction`, which runs a function inside one explicit
-transaction and retries it on a fresh connection when the connection broke
-before COMMIT was sent (the server then rolled the transaction back, so the
-retry cannot apply anything twice). Times come from the database's clock.
+Every call goes through `_transaction`, which runs a function inside one
+explicit transaction. When the connection broke before COMMIT was sent, the
+server rolled the transaction back, so `_transaction` runs it again on a
+fresh connection without applying anything twice. Times come from the
+database's clock.
 
 Each put sends NOTIFY in its own transaction. Put listeners hear of puts made
 through this object at once, and, once one is added, of puts made by every
@@ -84,12 +85,12 @@ def redact_url(url: str) -> str:
 
 
 def pool_size(n_workers: int) -> int:
-    """Return the most pooled connections a process with `n_workers` workers needs.
+    """Return the maximum number of pooled connections for a process running `n_workers` workers.
 
-    The workers' calls go through one store thread, which holds one
-    connection at a time; each worker may have a call of its own in flight
-    (a heartbeat, a requeue hook), and two more serve direct callers such as
-    the web app, the notebook views and the CLI.
+    The workers reach the store through one thread, which uses one connection
+    at a time. The other connections serve calls made on other threads, such
+    as the web app's requests and the notebook views, which read the state of
+    every worker. The pool opens a connection only when a call needs one.
     """
     return max(n_workers, 1) + 2
 
@@ -118,7 +119,7 @@ class PersistentQPostgres(PersistentQStore):
         self.display_url = redact_url(url)
         self.schema = schema
         # Puts carry this id in their notification, so the LISTEN thread can
-        # skip the puts this object already told its listeners about.
+        # skip the puts whose listeners this object has already called.
         self._sender = uuid.uuid4().hex
         self._channel = f"persistentq_{schema}"
         self._put_listeners: list[Callable[[str], None]] = []
@@ -161,7 +162,7 @@ class PersistentQPostgres(PersistentQStore):
             with conn:
                 self._check_server(conn)
                 with conn.transaction():
-                    conn.execute(sql.SCHEMA_LOCK, {"lock_name": f"persistentq schema {self.schema}"})
+                    conn.execute(sql.ADVISORY_XACT_LOCK, {"lock_name": f"persistentq schema {self.schema}"})
                     self._create_tables(conn)
         except psycopg.Error as exc:
             raise StoreError(
@@ -330,7 +331,7 @@ class PersistentQPostgres(PersistentQStore):
         def insert(conn: psycopg.Connection) -> tuple[int, bool]:
             if unique_key is not None:
                 # Puts of one key take turns, so two of them cannot both find no active job.
-                conn.execute(sql.SCHEMA_LOCK, {"lock_name": f"persistentq key {queue} {unique_key}"})
+                conn.execute(sql.ADVISORY_XACT_LOCK, {"lock_name": f"persistentq key {queue} {unique_key}"})
                 found = conn.execute(sql.FIND_ACTIVE_UNIQUE, params).fetchone()
                 if found is not None:
                     return found[0], False
@@ -372,15 +373,16 @@ class PersistentQPostgres(PersistentQStore):
         """Copy queued or finished jobs from another store in one commit, all or none.
 
         Each job keeps its queue, payload, state, priority, attempts, times,
-        error, result and unique key, and gets a new id; the new ids are
+        error, result and unique key, and gets a new id. The new ids are
         returned in the order given. Jobs in `discarded_ids` are failed jobs
         whose leftovers were already removed. Raises InvalidStateError for a
-        running job, which has a lease this database knows nothing of.
+        running job, because its lease belongs to the other store.
         """
         running = [job.id for job in jobs if job.state is JobState.RUNNING]
         if running:
             raise InvalidStateError(
-                f"job {running[0]} is running; only jobs that no worker holds can be imported"
+                f"job {running[0]} is running; stop its worker first, because only queued "
+                "or finished jobs can be imported"
             )
         discarded = set(discarded_ids)
         batches = [jobs[start:start + IMPORT_BATCH] for start in range(0, len(jobs), IMPORT_BATCH)]

@@ -1,7 +1,7 @@
 """The LISTEN side of PostgreSQL wake-ups: a thread that hears puts made by other processes.
 
 Every put on PostgreSQL sends NOTIFY on the store's channel in the put's
-transaction. A `NotifyListener` holds one connection of its own in LISTEN
+transaction. A `NotifyListener` keeps one connection of its own in LISTEN
 mode and calls `on_put(queue)` for each notification that another store
 object sent, so idle consumers on any machine wake within milliseconds.
 

@@ -21,14 +21,15 @@ SCHEMA_VERSION = 1
 # statement touches gets the same value, as with a time bound from Python.
 NOW = "extract(epoch FROM statement_timestamp())::double precision"
 
-# NOTIFY payloads must be shorter than 8000 bytes; the store sends no
-# notification for a queue whose name is longer than this, and consumers of
-# such a queue then find its jobs at their next poll.
+# PostgreSQL rejects NOTIFY payloads of 8000 bytes or more, so the store
+# sends no notification for a queue whose name is longer than this. Consumers
+# of such a queue find its jobs at their next poll.
 MAX_NOTIFY_QUEUE_BYTES = 4000
 
-# Serialises schema creation between processes that open the store at once.
-# Taken with pg_advisory_xact_lock, so it is released at commit or rollback.
-SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock_name)s, 0))"
+# A lock named by text, held until the transaction commits or rolls back. It
+# serialises schema creation between processes that open the store at once,
+# and puts of one unique key.
+ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock_name)s, 0))"
 
 SERVER_VERSION = "SELECT current_setting('server_version_num')::integer"
 
@@ -38,7 +39,7 @@ VERSION_TABLE_EXISTS = "SELECT to_regclass('schema_version') IS NOT NULL"
 
 READ_VERSION = "SELECT max(version) FROM schema_version"
 
-# Run one by one, in a transaction that holds SCHEMA_LOCK.
+# Run one by one, in a transaction that has taken ADVISORY_XACT_LOCK.
 CREATE_TABLES = (
     "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)",
     # An identity column draws ids from a sequence, so ids of purged jobs are
@@ -161,8 +162,8 @@ RETURNING id
 
 # One statement claims the whole batch. FOR UPDATE SKIP LOCKED makes each
 # claimer lock the rows it picks and pass over rows another claimer has
-# locked, so concurrent claims never take the same job and never wait on each
-# other. A picked row is re-checked against the WHERE clause after its lock
+# locked, so concurrent claims never take the same job and never wait for each
+# other's row locks. A picked row is re-checked against the WHERE clause after its lock
 # is granted, so a job claimed and committed meanwhile is not taken again.
 # NOTE: jobs delayed into the future (backoff, delay_s) are skipped one by one
 # in the index, so a very large delayed backlog of one priority slows each claim.
