@@ -219,13 +219,15 @@ class PersistentQPostgres(PersistentQStore):
                 "the server is down or unreachable, or every pooled connection is busy"
             ) from exc
 
-    def _transaction(self, work: Callable[[psycopg.Connection], T]) -> T:
+    def _transaction(self, work: Callable[[psycopg.Connection], T], *, durable: bool = True) -> T:
         """Run `work(conn)` in one transaction and return its result.
 
         A connection that broke before COMMIT was sent is replaced and the
         work runs again, up to once per pooled connection (a terminated
         server process breaks each idle connection of the pool). A failure
         during COMMIT is raised, because the transaction may have committed.
+        With `durable` False the commit does not wait for the WAL flush (see
+        ASYNC_COMMIT), which only claims and outcomes may use.
         """
         import psycopg
 
@@ -236,6 +238,8 @@ class PersistentQPostgres(PersistentQStore):
                 with self._connection() as conn:
                     try:
                         with conn.transaction():
+                            if not durable:
+                                conn.execute(sql.ASYNC_COMMIT)
                             result = work(conn)
                             committing = True
                         return result
@@ -416,10 +420,15 @@ class PersistentQPostgres(PersistentQStore):
                   "worker_id": worker_id, "max_attempts": max_attempts}
 
         def claim_batch(conn: psycopg.Connection) -> list[tuple]:
-            self._recover(conn, queue, max_attempts)
-            return conn.execute(sql.CLAIM, params).fetchall()
+            # Expired leases are recovered only when the queue has too few
+            # available jobs to fill the claim, which spares a busy queue one
+            # statement per claim. The cleaner recovers them in a busy queue.
+            rows = conn.execute(sql.CLAIM, params).fetchall()
+            if len(rows) < limit and self._recover(conn, queue, max_attempts).requeued:
+                rows += conn.execute(sql.CLAIM, {**params, "limit": limit - len(rows)}).fetchall()
+            return rows
 
-        rows = self._transaction(claim_batch)
+        rows = self._transaction(claim_batch, durable=False)
         # RETURNING gives rows in no set order, so restore the claim order.
         rows.sort(key=lambda row: (-row[3], row[6], row[0]))
         return [ClaimedJob(*row[:6]) for row in rows]
@@ -460,7 +469,7 @@ class PersistentQPostgres(PersistentQStore):
                     matched[group[row[0] - 1][0]] = True
             return matched
 
-        return self._transaction(write)
+        return self._transaction(write, durable=False)
 
     def renew(self, leases: Sequence[tuple[int, str]], *, lease_s: float) -> list[bool]:
         if not leases:

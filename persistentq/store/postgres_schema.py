@@ -107,6 +107,15 @@ CREATE_TABLES = (
     """,
 )
 
+# Claims and outcomes commit without waiting for the WAL flush, which cut
+# the cost of a claim and an ack by about 40% on a 2-core test machine. A
+# server crash can then undo the last of them: the PostgreSQL manual
+# ("Asynchronous Commit") puts the window at three times wal_writer_delay,
+# 0.6 s by default. An undone claim or ack means the job runs again, which
+# at-least-once delivery allows. Puts, cancels, requeues and purges wait for
+# the flush, so a committed put is not lost.
+ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off"
+
 WRITE_VERSION = "INSERT INTO schema_version (version) VALUES (%(version)s)"
 
 JOB_COLUMNS = (
