@@ -266,3 +266,18 @@ def test_migrate_missing_source(tmp_path, postgres_url):
     assert result.exit_code == 1, result.output
     assert f"no SQLite queue file at {missing}" in result.output
     assert not missing.exists()
+
+
+def test_migrate_nul_payload_rejected(tmp_path, postgres_url, pg, queue):
+    """A SQLite job whose payload PostgreSQL cannot store stops the migration before anything is copied."""
+    source = PersistentQSQLite(tmp_path / "queue.sqlite3")
+    source.put("fine", queue=queue)
+    bad = source.put("nul\x00inside", queue=queue)
+    source.close()
+
+    result = basic("migrate", "--from", str(tmp_path / "queue.sqlite3"), "--to", postgres_url, "--queue", queue)
+
+    assert result.exit_code == 1, result.output
+    assert f"job {bad}: payload has a NUL character" in result.output
+    assert "nothing was imported" in result.output
+    assert sum(pg.counts(queue=queue).values()) == 0

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from persistentq.errors import DatabaseUnavailableError, StoreError
-from persistentq.store import JobState
+from persistentq.errors import DatabaseUnavailableError, InvalidPayloadError, StoreError
+from persistentq.store import JobState, Outcome, OutcomeKind
 from persistentq.store import postgres_listener
 from persistentq.store.postgres import PersistentQPostgres, pool_size, redact_url
 from persistentq.store.postgres_schema import SCHEMA_VERSION
@@ -324,3 +324,31 @@ def test_listener_polls_while_server_unreachable(caplog, monkeypatch):
     assert "attempt 2)" in attempts[1]
     assert "attempt 3 in 0.2 s" in attempts[1]
     assert not listener.listening.is_set()
+
+
+# NUL characters, which PostgreSQL text cannot store.
+
+
+def test_put_nul_payload_rejected(pg_store):
+    """A payload with a NUL character is an InvalidPayloadError naming its position, and nothing is added."""
+    with pytest.raises(InvalidPayloadError, match=r"NUL character \(\\x00\) at position 3"):
+        pg_store.put("abc\x00def")
+    with pytest.raises(InvalidPayloadError, match="base64"):
+        pg_store.put_many(["fine", "bad\x00"])
+
+    assert sum(pg_store.counts().values()) == 0
+
+
+def test_settle_nul_error_escaped(pg_store):
+    """An error text with a NUL character is stored escaped, and the other outcomes of its commit are written."""
+    pg_store.put_many(["a", "b"])
+    first, second = pg_store.claim(limit=2, lease_s=30, worker_id="w", max_attempts=3)
+
+    matched = pg_store.settle([
+        Outcome(OutcomeKind.FAIL, first.id, first.lease_token, error="bad byte \x00 here"),
+        Outcome(OutcomeKind.ACK, second.id, second.lease_token, result="out\x00put"),
+    ])
+
+    assert matched == [True, True]
+    assert pg_store.get(first.id).last_error == "bad byte \\x00 here"
+    assert pg_store.get(second.id).result == "out\\x00put"

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import DatabaseUnavailableError, InvalidStateError, JobNotFoundError, StoreError
+from ..errors import DatabaseUnavailableError, InvalidPayloadError, InvalidStateError, JobNotFoundError, StoreError
 from . import postgres_schema as sql
 from .base import (
     DEFAULT_QUEUE,
@@ -309,7 +309,9 @@ class PersistentQPostgres(PersistentQStore):
 
     def _poll_claimed_queues(self) -> None:
         """Wake the listeners for every queue claimed from, while LISTEN is down and once it is back."""
-        for queue in list(self._claimed_queues):
+        # In CPython set.copy runs without releasing the GIL, so a claim adding a queue
+        # meanwhile cannot break the iteration.
+        for queue in self._claimed_queues.copy():
             self._notify_put(queue)
 
     def _send_notify(self, conn: psycopg.Connection, queue: str) -> None:
@@ -328,6 +330,7 @@ class PersistentQPostgres(PersistentQStore):
         unique_key: str | None = None,
     ) -> int:
         check_payload(payload)
+        _check_storable(payload)
         check_put_options(priority, delay_s)
         params = {"queue": queue, "payload": payload, "priority": priority,
                   "delay_s": float(delay_s), "unique_key": unique_key}
@@ -359,6 +362,7 @@ class PersistentQPostgres(PersistentQStore):
         payloads = list(payloads)
         for payload in payloads:
             check_payload(payload)
+            _check_storable(payload)
         check_put_options(priority, delay_s)
         if not payloads:
             return []
@@ -388,6 +392,11 @@ class PersistentQPostgres(PersistentQStore):
                 f"job {running[0]} is running; stop its worker first, because only queued "
                 "or finished jobs can be imported"
             )
+        for job in jobs:
+            try:
+                _check_storable(job.payload)
+            except InvalidPayloadError as exc:
+                raise InvalidPayloadError(f"job {job.id}: {exc}; nothing was imported") from None
         discarded = set(discarded_ids)
         batches = [jobs[start:start + IMPORT_BATCH] for start in range(0, len(jobs), IMPORT_BATCH)]
 
@@ -680,10 +689,25 @@ def _outcome_arrays(outcomes: Sequence[Outcome]) -> dict[str, list]:
         "ids": [outcome.job_id for outcome in outcomes],
         "tokens": [outcome.lease_token for outcome in outcomes],
         "worker_ids": [outcome.worker_id for outcome in outcomes],
-        "results": [clip(outcome.result, MAX_RESULT_CHARS) for outcome in outcomes],
-        "errors": [clip(outcome.error, MAX_ERROR_CHARS) for outcome in outcomes],
+        "results": [_escape_nul(clip(outcome.result, MAX_RESULT_CHARS)) for outcome in outcomes],
+        "errors": [_escape_nul(clip(outcome.error, MAX_ERROR_CHARS)) for outcome in outcomes],
         "delays": [float(outcome.delay_s) for outcome in outcomes],
     }
+
+
+def _check_storable(payload: str) -> None:
+    """Raise InvalidPayloadError for a payload with a NUL character, which PostgreSQL text cannot store."""
+    position = payload.find("\x00")
+    if position >= 0:
+        raise InvalidPayloadError(
+            f"payload has a NUL character (\\x00) at position {position}, which PostgreSQL text "
+            "cannot store; encode binary data as text, for example with base64"
+        )
+
+
+def _escape_nul(text: str | None) -> str | None:
+    """Return `text` with NUL characters written as \\x00, so one result or error cannot fail a grouped commit."""
+    return None if text is None else text.replace("\x00", "\\x00")
 
 
 def _import_arrays(jobs: Sequence[Job], discarded: set[int]) -> dict[str, list]:
@@ -698,8 +722,8 @@ def _import_arrays(jobs: Sequence[Job], discarded: set[int]) -> dict[str, list]:
         "available": [job.available_at for job in jobs],
         "started": [job.started_at for job in jobs],
         "finished": [job.finished_at for job in jobs],
-        "errors": [job.last_error for job in jobs],
-        "results": [job.result for job in jobs],
+        "errors": [_escape_nul(job.last_error) for job in jobs],
+        "results": [_escape_nul(job.result) for job in jobs],
         "unique_keys": [job.unique_key for job in jobs],
         "discarded": [job.id in discarded for job in jobs],
     }
