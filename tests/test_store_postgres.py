@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from persistentq.errors import DatabaseUnavailableError, InvalidPayloadError, StoreError
+from persistentq.errors import DatabaseUnavailableError, InvalidPayloadError, InvalidStateError, StoreError
 from persistentq.store import JobState, Outcome, OutcomeKind
 from persistentq.store import postgres_listener
 from persistentq.store.postgres import PersistentQPostgres, pool_size, redact_url
@@ -352,3 +352,87 @@ def test_settle_nul_error_escaped(pg_store):
     assert matched == [True, True]
     assert pg_store.get(first.id).last_error == "bad byte \\x00 here"
     assert pg_store.get(second.id).result == "out\\x00put"
+
+
+# Concurrent callers.
+
+
+def test_unique_key_concurrent_puts(pg_store, postgres_url):
+    """Eight stores putting one unique key at the same moment add one job, and all get its id."""
+    stores = [PersistentQPostgres(postgres_url, schema=pg_store.schema, max_connections=1)
+              for _ in range(N_STARTERS)]
+    barrier = threading.Barrier(N_STARTERS)
+
+    def put(store: PersistentQPostgres) -> int:
+        barrier.wait(timeout=WAIT_S)
+        return store.put("only once", unique_key="k")
+
+    try:
+        with ThreadPoolExecutor(N_STARTERS) as executor:
+            ids = list(executor.map(put, stores))
+    finally:
+        for store in stores:
+            store.close()
+
+    assert len(set(ids)) == 1, ids
+    assert pg_store.counts()[JobState.QUEUED] == 1
+
+
+def test_concurrent_claims_distinct(pg_store, postgres_url):
+    """Eight stores claiming batches at once from one queue never get the same job, and get them all."""
+    ids = pg_store.put_many([f"job {n}" for n in range(400)])
+    stores = [PersistentQPostgres(postgres_url, schema=pg_store.schema, max_connections=1)
+              for _ in range(N_STARTERS)]
+    barrier = threading.Barrier(N_STARTERS)
+
+    def drain(store: PersistentQPostgres) -> list[int]:
+        barrier.wait(timeout=WAIT_S)
+        claimed = []
+        while jobs := store.claim(limit=7, lease_s=30, worker_id="w", max_attempts=3):
+            claimed += [job.id for job in jobs]
+        return claimed
+
+    try:
+        with ThreadPoolExecutor(N_STARTERS) as executor:
+            batches = list(executor.map(drain, stores))
+    finally:
+        for store in stores:
+            store.close()
+
+    claimed = [job_id for batch in batches for job_id in batch]
+    assert len(claimed) == len(set(claimed)), "a job was claimed twice"
+    assert sorted(claimed) == ids
+    assert pg_store.counts()[JobState.RUNNING] == 400
+
+
+def test_unique_key_put_races_requeue(pg_store, postgres_url):
+    """A put and a requeue of one unique key at the same moment leave one active job with that key."""
+    for round_number in range(10):
+        key = f"k{round_number}"
+        cancelled = pg_store.put("old", unique_key=key)
+        pg_store.cancel([cancelled])
+        with PersistentQPostgres(postgres_url, schema=pg_store.schema, max_connections=1) as other:
+            barrier = threading.Barrier(2)
+
+            def requeue() -> str:
+                barrier.wait(timeout=WAIT_S)
+                try:
+                    pg_store.requeue([cancelled])
+                except InvalidStateError:
+                    return "rejected"
+                return "requeued"
+
+            def put() -> int:
+                barrier.wait(timeout=WAIT_S)
+                return other.put("new", unique_key=key)
+
+            with ThreadPoolExecutor(2) as executor:
+                requeued = executor.submit(requeue)
+                put_id = executor.submit(put).result(timeout=WAIT_S)
+                outcome = requeued.result(timeout=WAIT_S)
+
+        active = [job for job in pg_store.jobs(limit=100)
+                  if job.unique_key == key and job.state is JobState.QUEUED]
+        assert len(active) == 1, (outcome, active)
+        expected = cancelled if outcome == "requeued" else put_id
+        assert active[0].id == expected

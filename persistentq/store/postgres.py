@@ -318,6 +318,14 @@ class PersistentQPostgres(PersistentQStore):
         if len(queue.encode("utf-8")) <= sql.MAX_NOTIFY_QUEUE_BYTES:
             conn.execute(sql.NOTIFY, {"channel": self._channel, "queue": f"{self._sender}:{queue}"})
 
+    def _lock_unique_key(self, conn: psycopg.Connection, queue: str, unique_key: str) -> None:
+        """Make puts and requeues of one unique key take turns until the commit.
+
+        Without it, two of them could both find no active job with the key
+        and both make one active.
+        """
+        conn.execute(sql.ADVISORY_XACT_LOCK, {"lock_name": f"persistentq key {queue} {unique_key}"})
+
     # Putting jobs.
 
     def put(
@@ -337,8 +345,7 @@ class PersistentQPostgres(PersistentQStore):
 
         def insert(conn: psycopg.Connection) -> tuple[int, bool]:
             if unique_key is not None:
-                # Puts of one key take turns, so two of them cannot both find no active job.
-                conn.execute(sql.ADVISORY_XACT_LOCK, {"lock_name": f"persistentq key {queue} {unique_key}"})
+                self._lock_unique_key(conn, queue, unique_key)
                 found = conn.execute(sql.FIND_ACTIVE_UNIQUE, params).fetchone()
                 if found is not None:
                     return found[0], False
@@ -524,6 +531,8 @@ class PersistentQPostgres(PersistentQStore):
                 raise InvalidStateError(
                     f"job {job_id} is {state}; only failed or cancelled jobs can be requeued"
                 )
+            for queue, unique_key in conn.execute(sql.UNIQUE_KEYS_OF_IDS, {"ids": ids}).fetchall():
+                self._lock_unique_key(conn, queue, unique_key)
             clash = conn.execute(sql.ACTIVE_KEY_CLASH, {"ids": ids}).fetchone()
             if clash:
                 raise InvalidStateError(

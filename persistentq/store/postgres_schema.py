@@ -312,6 +312,13 @@ WHERE id = ANY(%(ids)s::bigint[]) AND state = 'failed' AND discarded
 ORDER BY id LIMIT 1
 """
 
+# Sorted, so requeues that lock several keys take their locks in one order.
+UNIQUE_KEYS_OF_IDS = """
+SELECT DISTINCT queue, unique_key FROM jobs
+WHERE id = ANY(%(ids)s::bigint[]) AND unique_key IS NOT NULL
+ORDER BY queue, unique_key
+"""
+
 ACTIVE_KEY_CLASH = """
 SELECT requeued.id, active.id FROM jobs AS requeued
 JOIN jobs AS active
