@@ -5,9 +5,9 @@ transaction. A `NotifyListener` keeps one connection of its own in LISTEN
 mode and calls `on_put(queue)` for each notification that another store
 object sent, so idle consumers on any machine wake within milliseconds.
 
-When the connection is lost, the thread logs it, calls `on_poll()` every
-FALLBACK_POLL_S seconds (a slow poll, so consumers keep finding new jobs),
-and reconnects with a doubling backoff, logging each attempt. After a
+When the connection is lost, the thread logs it, calls `on_poll()` at least
+every FALLBACK_POLL_S seconds (a slow poll, so consumers keep finding new
+jobs), and reconnects with a doubling backoff, logging each attempt. After a
 reconnect it calls `on_poll()` once, because puts made during the outage
 sent notifications that nobody heard.
 """
