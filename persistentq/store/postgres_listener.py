@@ -8,8 +8,8 @@ object sent, so idle consumers on any machine wake within milliseconds.
 When the connection is lost, the thread logs it, calls `on_poll()` at least
 every FALLBACK_POLL_S seconds (a slow poll, so consumers keep finding new
 jobs), and reconnects with a doubling backoff, logging each attempt. After a
-reconnect it calls `on_poll()` once, because puts made during the outage
-sent notifications that nobody heard.
+reconnect it calls `on_poll()` once, because the notifications of puts made
+during the outage reached no listener.
 """
 
 from __future__ import annotations
