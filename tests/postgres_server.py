@@ -14,11 +14,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from external import skip_or_fail
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 SERVER_VARIABLE = "PERSISTENTQ_TEST_POSTGRES"
 CONNECT_TIMEOUT_S = 5
+
+
+def import_psycopg():
+    """Return the psycopg module for a test module; without it, skip the module, or fail under CI."""
+    try:
+        import psycopg
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("psycopg is not installed: pip install -e '.[dev]'", allow_module_level=True)
+    return psycopg
 
 
 def server_url() -> str:

@@ -12,7 +12,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from persistentq import JobState, PersistentQPostgres
@@ -26,6 +25,9 @@ from test_processes import (  # noqa: F401 - `processes` is a fixture
     processes,
     read_lines,
 )
+from postgres_server import import_psycopg
+
+psycopg = import_psycopg()
 
 N_JOBS = 20_000
 N_CONSUMER_PROCESSES = 8

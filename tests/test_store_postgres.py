@@ -12,7 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from persistentq.errors import DatabaseUnavailableError, InvalidPayloadError, InvalidStateError, StoreError
@@ -20,7 +19,9 @@ from persistentq.store import JobState, Outcome, OutcomeKind
 from persistentq.store import postgres_listener
 from persistentq.store.postgres import PersistentQPostgres, pool_size, redact_url
 from persistentq.store.postgres_schema import SCHEMA_VERSION
-from postgres_server import fresh_schema_store, schema_name
+from postgres_server import fresh_schema_store, import_psycopg, schema_name
+
+psycopg = import_psycopg()
 
 WAIT_S = 10.0
 N_STARTERS = 8
