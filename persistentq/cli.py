@@ -327,7 +327,7 @@ def purge(config_path: Path | None, states: Sequence[str], older_than: float) ->
 @main.command()
 @config_option
 @click.option("--from", "source", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              metavar="SQLITE_FILE", help="The SQLite queue file to copy from; it is left unchanged.")
+              metavar="SQLITE_FILE", help="The SQLite queue file to copy from; its jobs stay as they are.")
 @click.option("--to", "target", default=None, metavar="URL",
               help="The postgresql:// URL to copy into. Default: general.database of the config, "
                    "or PERSISTENTQ_DATABASE, which must then be such a URL.")

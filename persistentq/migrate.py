@@ -10,6 +10,7 @@ cancelled jobs stay behind, and the SQLite file is left as it was.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,7 @@ def migrate_sqlite(
     InvalidStateError, before copying anything, when a source queue has
     running jobs or (without `allow_nonempty`) a target queue has jobs.
     """
-    if not source_path.is_file():
-        raise StoreError(f"no SQLite queue file at {source_path}; pass --from the queue.sqlite3 file to copy")
+    _check_queue_file(source_path)
     with PersistentQSQLite(source_path) as source:
         for queue in queues:
             _check_queues(source, target, queue, allow_nonempty=allow_nonempty)
@@ -74,6 +74,27 @@ def migrate_sqlite(
     for job in jobs:
         copied[job.queue][job.state] += 1
     return MigrationReport(copied)
+
+
+def _check_queue_file(path: Path) -> None:
+    """Raise StoreError unless `path` is a SQLite file with a persistentq queue in it.
+
+    The file is opened read-only, because opening a store would add the
+    queue's tables to any other SQLite database.
+    """
+    fix = "pass --from the queue.sqlite3 file to copy"
+    if not path.is_file():
+        raise StoreError(f"no SQLite queue file at {path}; {fix}")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a SQLite database ({exc}); {fix}") from exc
+    if version == 0:
+        raise StoreError(f"{path} is a SQLite database without a persistentq queue; {fix}")
 
 
 def _check_queues(

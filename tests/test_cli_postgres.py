@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -281,3 +282,30 @@ def test_migrate_nul_payload_rejected(tmp_path, postgres_url, pg, queue):
     assert f"job {bad}: payload has a NUL character" in result.output
     assert "nothing was imported" in result.output
     assert sum(pg.counts(queue=queue).values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"plain text, not a database\n" * 100, "is not a SQLite database"),
+        (None, "without a persistentq queue"),
+    ],
+    ids=["text-file", "other-database"],
+)
+def test_migrate_source_not_queue(tmp_path, postgres_url, content, message):
+    """A --from file that holds no queue is rejected, and left byte for byte as it was."""
+    source = tmp_path / "other.db"
+    if content is None:
+        with sqlite3.connect(source) as conn:
+            conn.execute("CREATE TABLE notes (text TEXT)")
+        conn.close()
+    else:
+        source.write_bytes(content)
+    before = source.read_bytes()
+
+    result = basic("migrate", "--from", str(source), "--to", postgres_url)
+
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert source.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["other.db"]
