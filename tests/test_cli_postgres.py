@@ -88,7 +88,7 @@ def test_cancel_retry_purge(config_file, pg, queue):
 
 
 def test_database_from_environment(tmp_path, postgres_url, pg):
-    """PERSISTENTQ_DATABASE points the commands at PostgreSQL without a config file."""
+    """PERSISTENTQ_DATABASE points the commands at PostgreSQL when the config names no database."""
     queue_config = tmp_path / "config.yaml"
     queue_config.write_text("general:\n  queue: from_env\n")
 
