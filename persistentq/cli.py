@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from .config import Config, load_config
-from .errors import ConfigError, PersistentQError, StoreError
+from .errors import ConfigError, DatabaseUnavailableError, PersistentQError, StoreError
 from .pool import WorkerPool
 from .signals import install_stop_handlers
 from .admin import purge_jobs, requeue_jobs
@@ -68,13 +68,16 @@ config_option = click.option(
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn persistentq errors into one line on stderr: exit 2 for config, 1 for the rest."""
+    """Turn persistentq errors into one line on stderr.
+
+    Exit 2 for a config error or a database that cannot be reached, 1 for the rest.
+    """
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except ConfigError as exc:
+        except (ConfigError, DatabaseUnavailableError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except PersistentQError as exc:
@@ -104,7 +107,7 @@ def open_queue(config_path: Path | None, *, create: bool = False) -> tuple[Confi
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="persistentq")
 def main() -> None:
-    """persistentq: a persistent producer/consumer job queue on SQLite.
+    """persistentq: a persistent producer/consumer job queue on SQLite or PostgreSQL.
 
     Producers put jobs, consumers claim them and run a function on each,
     a cleaner removes what failed for good. Every state lives in the queue
@@ -322,6 +325,46 @@ def purge(config_path: Path | None, states: Sequence[str], older_than: float) ->
     with store:
         purged = purge_jobs(store, config, states=chosen, older_than_s=older_than)
     click.echo(f"purged {purged} jobs")
+
+
+@main.command()
+@config_option
+@click.option("--from", "source", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              metavar="SQLITE_FILE", help="The SQLite queue file to copy from; its jobs stay as they are.")
+@click.option("--to", "target", default=None, metavar="URL",
+              help="The postgresql:// URL to copy into. Default: general.database of the config, "
+                   "or PERSISTENTQ_DATABASE, which must then be such a URL.")
+@click.option("--queue", "queues", multiple=True,
+              help="Queue to copy; repeat for several. Default: general.queue of the config.")
+@click.option("--allow-nonempty", is_flag=True,
+              help="Copy into target queues that already have jobs (a repeated migration copies jobs twice).")
+@handle_errors
+def migrate(config_path: Path | None, source: Path, target: str | None, queues: Sequence[str],
+            allow_nonempty: bool) -> None:
+    """Copy queued and failed jobs from a SQLite queue file into PostgreSQL.
+
+    Jobs keep their payload, state, attempts, priority, last error and times,
+    and get new ids in the same order. Done and cancelled jobs stay behind.
+    Stop the workers of the SQLite queue first: a queue with running jobs is
+    rejected. Everything is copied in one commit, or nothing is.
+    """
+    from .migrate import check_target_url, migrate_sqlite
+    from .store.postgres import PersistentQPostgres
+
+    config = load_config(config_path)
+    url = target or config.database_url
+    if url is None:
+        raise ConfigError(
+            f"no migration target: general.database is {config.general.database!r}, not a PostgreSQL URL; "
+            "pass --to postgresql://user@host/database"
+        )
+    chosen = list(dict.fromkeys(queues)) or [config.general.queue]
+    with PersistentQPostgres(check_target_url(url)) as store:
+        report = migrate_sqlite(source, store, queues=chosen, allow_nonempty=allow_nonempty)
+    for queue, states in report.copied.items():
+        counted = ", ".join(f"{count} {state.value}" for state, count in states.items())
+        click.echo(f"queue {queue!r}: copied {counted}")
+    click.echo(f"copied {report.total} jobs from {source} to {store.display_url}")
 
 
 def _all_failed_ids(store: PersistentQStore, queue: str, page_size: int = 10_000) -> list[int]:

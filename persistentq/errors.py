@@ -15,6 +15,10 @@ class StoreError(PersistentQError):
     """The queue database cannot be used (version too old, network filesystem, driver failure)."""
 
 
+class DatabaseUnavailableError(StoreError):
+    """The database server cannot be reached, or its URL is invalid."""
+
+
 class InvalidPayloadError(PersistentQError, ValueError):
     """A payload cannot be stored as given."""
 

@@ -3,6 +3,11 @@
     python tests/proc_worker.py consume --database queue.sqlite3 --function record \\
         --set general.n_cons=8 --ready ready-1 --go go
     python tests/proc_worker.py produce --database queue.sqlite3 --count 20000 --batch 50
+    python tests/proc_worker.py consume --database postgresql://postgres@127.0.0.1/db \\
+        --primary-path machine-1 --function record --set general.queue=q1
+
+--database is a SQLite file or a PostgreSQL URL; with a URL, --primary-path
+names the folder the consumer's files live in, as on a machine of its own.
 
 Given --ready and --go, both commands open the store, create the --ready file,
 and start work only once the test creates the --go file: a barrier across
@@ -29,7 +34,7 @@ from typing import TextIO
 
 import yaml
 
-from persistentq import PersistentQSQLite, WorkerPool, config_from_dict
+from persistentq import PersistentQPostgres, PersistentQSQLite, PersistentQStore, WorkerPool, config_from_dict
 
 DIR_VARIABLE = "PROC_WORKER_DIR"
 BLOCK_S = 60.0
@@ -156,12 +161,18 @@ async def _run_until_sigterm(pool: WorkerPool) -> None:
 
 def _settings(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     """Return the pool's config: no waits, no producer, one consumer, changed by each --set."""
-    database = args.database.resolve()
+    if is_url(args.database):
+        if args.primary_path is None:
+            raise SystemExit("proc_worker: --primary-path is required with a PostgreSQL --database")
+        primary_path, database = args.primary_path.resolve(), args.database
+    else:
+        database_path = Path(args.database).resolve()
+        primary_path, database = database_path.parent, database_path.name
     settings: dict[str, dict[str, object]] = {
         "consumer": {"interval_min": 0, "interval_max": 0, "poll_interval": 0.05},
         "general": {
-            "primary_path": str(database.parent),
-            "database": database.name,
+            "primary_path": str(primary_path),
+            "database": database,
             "n_prod": 0,
             "n_cons": 1,
         },
@@ -177,17 +188,26 @@ def _settings(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 
 def produce(args: argparse.Namespace) -> int:
     """Put `--count` jobs with payloads `<prefix><i>`, in batches of `--batch` (1: one put per job)."""
-    with PersistentQSQLite(args.database) as store:
+    with open_database(args.database) as store:
         if not pass_barrier(args.ready, args.go):
             return EXIT_NO_GO
         payloads = [f"{args.prefix}{i}" for i in range(args.count)]
         for start in range(0, len(payloads), args.batch):
             batch = payloads[start : start + args.batch]
             if len(batch) == 1:
-                store.put(batch[0])
+                store.put(batch[0], queue=args.queue)
             else:
-                store.put_many(batch)
+                store.put_many(batch, queue=args.queue)
     return 0
+
+
+def is_url(database: str) -> bool:
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def open_database(database: str) -> PersistentQStore:
+    """Open a SQLite file, or a PostgreSQL URL in its default schema."""
+    return PersistentQPostgres(database) if is_url(database) else PersistentQSQLite(database)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -195,12 +215,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("consume", "produce"):
         command = commands.add_parser(name)
-        command.add_argument("--database", type=Path, required=True, help="SQLite file of the queue")
+        command.add_argument("--database", required=True, help="SQLite file or PostgreSQL URL of the queue")
         command.add_argument("--ready", type=Path, help="file to create once ready to start")
         command.add_argument("--go", type=Path, help="file to wait for before starting")
 
     consumer = commands.choices["consume"]
     consumer.add_argument("--function", choices=sorted(FUNCTIONS), required=True)
+    consumer.add_argument("--primary-path", type=Path, help="folder of the files; required with a URL")
     consumer.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                           help="a config value, parsed as YAML; repeat for several")
 
@@ -208,6 +229,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     producer.add_argument("--count", type=int, required=True, help="number of jobs to put")
     producer.add_argument("--batch", type=int, default=1, help="jobs per put_many; 1 puts each job alone")
     producer.add_argument("--prefix", default="job-", help="payloads are this prefix and a number")
+    producer.add_argument("--queue", default="default", help="queue to put the jobs on")
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,4 @@
-"""The queue stores: one contract (PersistentQStore), one SQLite implementation."""
+"""The queue stores: one contract (PersistentQStore), implemented on SQLite and on PostgreSQL."""
 
 from .base import (
     DEFAULT_QUEUE,
@@ -13,6 +13,7 @@ from .base import (
     Recovered,
     WorkerRecord,
 )
+from .postgres import PersistentQPostgres
 from .sqlite import PersistentQSQLite
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "JobState",
     "Outcome",
     "OutcomeKind",
+    "PersistentQPostgres",
     "PersistentQSQLite",
     "PersistentQStore",
     "Recovered",

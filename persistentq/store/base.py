@@ -329,7 +329,8 @@ class PersistentQStore(ABC):
         """Call `listener(queue)` after every committed put or requeue made through this object.
 
         The listener runs in the thread that made the put, so it must be quick
-        and thread-safe.
+        and thread-safe. A store shared by several machines may also call it,
+        from a thread of its own, for puts that other processes made.
         """
 
     @abstractmethod
