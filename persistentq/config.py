@@ -191,7 +191,7 @@ class GeneralConfig:
     n_cons: int = 1  # consumers in this process; 0 runs none
     queue: str = "default"  # queue name the workers use
     database: str = "queue.sqlite3"  # SQLite file under primary_path, or a postgresql:// URL
-    synchronous: str = "normal"  # SQLite: normal or full
+    synchronous: str = "normal"  # normal or full: whether every commit waits for the disk
     shutdown_grace: float = 10  # seconds running jobs get to finish on a graceful stop
 
     def __post_init__(self) -> None:

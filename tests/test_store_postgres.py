@@ -437,3 +437,27 @@ def test_unique_key_put_races_requeue(pg_store, postgres_url):
         assert len(active) == 1, (outcome, active)
         expected = cancelled if outcome == "requeued" else put_id
         assert active[0].id == expected
+
+
+# Durability of claims and outcomes.
+
+
+@pytest.mark.parametrize(("synchronous", "expected"), [("normal", "off"), ("full", "on")])
+def test_outcome_commit_follows_synchronous(postgres_url, tmp_path, synchronous, expected):
+    """Claims and outcomes skip the WAL flush under "normal" only, while puts always wait for it."""
+    store = fresh_schema_store(postgres_url, tmp_path, synchronous=synchronous)
+
+    def setting(conn) -> str:
+        return conn.execute("SHOW synchronous_commit").fetchone()[0]
+
+    try:
+        assert store._transaction(setting, durable=False) == expected
+        assert store._transaction(setting) == "on"
+    finally:
+        store.close()
+
+
+def test_bad_synchronous_rejected(postgres_url, tmp_path):
+    """A synchronous value other than normal or full is a ValueError naming it."""
+    with pytest.raises(ValueError, match="'sometimes'"):
+        fresh_schema_store(postgres_url, tmp_path, synchronous="sometimes")

@@ -16,5 +16,9 @@ def open_store(config: Config) -> PersistentQStore:
         from .postgres import PersistentQPostgres, pool_size
 
         n_workers = config.general.n_prod + config.general.n_cons + 1  # the cleaner
-        return PersistentQPostgres(config.database_url, max_connections=pool_size(n_workers))
+        return PersistentQPostgres(
+            config.database_url,
+            max_connections=pool_size(n_workers),
+            synchronous=config.general.synchronous,
+        )
     return PersistentQSQLite(config.database_path, synchronous=config.general.synchronous)

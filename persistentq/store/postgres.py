@@ -107,7 +107,14 @@ def _import_psycopg() -> Any:
 class PersistentQPostgres(PersistentQStore):
     """A queue stored in a PostgreSQL database, shared by threads, processes and machines."""
 
-    def __init__(self, url: str, *, max_connections: int = 4, schema: str = DEFAULT_SCHEMA) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 4,
+        schema: str = DEFAULT_SCHEMA,
+        synchronous: str = "normal",
+    ) -> None:
         psycopg, psycopg_pool = _import_psycopg()
         if not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(
@@ -115,6 +122,10 @@ class PersistentQPostgres(PersistentQStore):
             )
         if max_connections < 1:
             raise ValueError(f"max_connections must be 1 or more, got {max_connections}")
+        if synchronous not in ("normal", "full"):
+            raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+        # With "full" every commit waits for the WAL flush, as SQLite's FULL does.
+        self._async_outcomes = synchronous == "normal"
         self.url = url
         self.display_url = redact_url(url)
         self.schema = schema
@@ -226,8 +237,9 @@ class PersistentQPostgres(PersistentQStore):
         work runs again, up to once per pooled connection (a terminated
         server process breaks each idle connection of the pool). A failure
         during COMMIT is raised, because the transaction may have committed.
-        With `durable` False the commit does not wait for the WAL flush (see
-        ASYNC_COMMIT), which only claims and outcomes may use.
+        With `durable` False and synchronous "normal" the commit does not
+        wait for the WAL flush (see ASYNC_COMMIT), which only claims and
+        outcomes may use.
         """
         import psycopg
 
@@ -238,7 +250,7 @@ class PersistentQPostgres(PersistentQStore):
                 with self._connection() as conn:
                     try:
                         with conn.transaction():
-                            if not durable:
+                            if not durable and self._async_outcomes:
                                 conn.execute(sql.ASYNC_COMMIT)
                             result = work(conn)
                             committing = True

@@ -113,7 +113,8 @@ CREATE_TABLES = (
 # ("Asynchronous Commit") puts the window at three times wal_writer_delay,
 # 0.6 s by default. An undone claim or ack means the job runs again, which
 # at-least-once delivery allows. Puts, cancels, requeues and purges wait for
-# the flush, so a committed put is not lost.
+# the flush, so a committed put is not lost. general.synchronous "full" turns
+# this off, so every commit waits.
 ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off"
 
 WRITE_VERSION = "INSERT INTO schema_version (version) VALUES (%(version)s)"
