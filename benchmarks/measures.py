@@ -236,25 +236,27 @@ def measure_multiprocess(context: Context) -> Result:
         process.start()
     for ready in readies:
         ready.wait(PROCESS_TIMEOUT_S)
-    started = time.perf_counter()
+    started, started_wall = time.perf_counter(), time.time()
     start.set()
     if is_store:
         _wait_all_done(design, count)
         seconds = time.perf_counter() - started
         stop.set()
-    for process in consumers:
+    for process in [*consumers, producer]:
         process.join(PROCESS_TIMEOUT_S)
-    if not is_store:
-        seconds = time.perf_counter() - started
-    producer.join(PROCESS_TIMEOUT_S)
     design.close()
 
     seen: list[str] = []
     lock_errors = 0
+    last_ack_at = started_wall
     for report in reports:
         data = json.loads(report.read_text())
         seen += data["seen"]
         lock_errors += data["lock_errors"]
+        last_ack_at = max(last_ack_at, data.get("last_ack_at", 0.0))
+    if not is_store:
+        # Up to the last ack, not to the exit: consumers wait IDLE_EXIT_S on an empty queue before they end.
+        seconds = last_ack_at - started_wall
     return {
         "metrics": {"jobs/s": _rate(len(set(seen)), seconds)},
         "checks": _checks(count, seen, lock_errors),

@@ -20,6 +20,9 @@ from persistentq import WorkerPool
 from .designs import open_design
 from .pool_runs import ASYNC_CONSUMERS, pool_config
 
+# A consumer process ends once the producer is done and it found no job for this long.
+IDLE_EXIT_S = 0.5
+
 
 def produce(design_key: str, folder: Path, synchronous: str, count: int, start: Any, done: Any) -> None:
     """Put `count` jobs one per commit once `start` is set, then set `done`."""
@@ -34,13 +37,17 @@ def produce(design_key: str, folder: Path, synchronous: str, count: int, start: 
 def consume(
     design_key: str, folder: Path, synchronous: str, report: Path, ready: Any, start: Any, producer_done: Any
 ) -> None:
-    """Take and ack jobs one at a time until the producer is done and the queue is empty.
+    """Take and ack jobs one at a time until the producer is done and the queue stays empty for IDLE_EXIT_S.
 
-    A take that raises a locked or busy error is counted and tried again.
+    Some peers report an empty queue while another process holds the lock,
+    so one empty take after the producer ends does not mean the queue is
+    drained. A take that raises a locked or busy error is counted and tried again.
     """
     design = open_design(design_key, folder, synchronous)
     seen: list[str] = []
     lock_errors = 0
+    last_ack_at = 0.0
+    empty_since: float | None = None
     ready.set()
     start.wait()
     while True:
@@ -52,15 +59,22 @@ def consume(
             lock_errors += 1
             continue
         if taken is None:
-            if producer_done.is_set() and design.take() is None:
+            now = time.monotonic()
+            if not producer_done.is_set():
+                empty_since = None
+            elif empty_since is None:
+                empty_since = now
+            elif now - empty_since > IDLE_EXIT_S:
                 break
             time.sleep(0.001)
             continue
+        empty_since = None
         payload, handle = taken
         seen.append(payload)
         design.ack(handle)
+        last_ack_at = time.time()
     design.close()
-    report.write_text(json.dumps({"seen": seen, "lock_errors": lock_errors}))
+    report.write_text(json.dumps({"seen": seen, "lock_errors": lock_errors, "last_ack_at": last_ack_at}))
 
 
 def consume_with_pool(
