@@ -238,8 +238,9 @@ def measure_multiprocess(context: Context) -> Result:
         ready.wait(PROCESS_TIMEOUT_S)
     started, started_wall = time.perf_counter(), time.time()
     start.set()
+    producer_s = None
     if is_store:
-        _wait_all_done(design, count)
+        producer_s = _wait_all_done(design, count, producer_done) - started
         seconds = time.perf_counter() - started
         stop.set()
     for process in [*consumers, producer]:
@@ -262,13 +263,19 @@ def measure_multiprocess(context: Context) -> Result:
         "checks": _checks(count, seen, lock_errors),
         "synchronous": synchronous,
         "processes": f"1 producer + {CONSUMER_PROCESSES} consumers",
+        "producer_s": producer_s,
     }
 
 
-def _wait_all_done(design: StoreDesign, count: int) -> None:
+def _wait_all_done(design: StoreDesign, count: int, producer_done: Any) -> float:
+    """Wait until the store counts `count` jobs done; return when the producer was seen to finish."""
     deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    producer_finished = None
     while design.store.counts()[JobState.DONE] < count and time.monotonic() < deadline:
+        if producer_finished is None and producer_done.is_set():
+            producer_finished = time.perf_counter()
         time.sleep(0.005)
+    return producer_finished or time.perf_counter()
 
 
 # Wake-up latency: from put to the start of the job, with idle consumers.

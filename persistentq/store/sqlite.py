@@ -251,6 +251,15 @@ class PersistentQSQLite(PersistentQStore):
                 "work from now on is lost, so stop this process and start it again"
             )
 
+    def data_version(self) -> int:
+        """Return SQLite's data_version for this thread's connection.
+
+        The value changes whenever another connection, in this process or
+        another one, commits to the file. The asyncio bridge polls it to
+        notice puts made by other processes.
+        """
+        return self._read("PRAGMA data_version")[0][0]
+
     def add_put_listener(self, listener: Callable[[str], None]) -> None:
         self._put_listeners.append(listener)
 
