@@ -223,6 +223,8 @@ class PersistentQSQLite(PersistentQStore):
             for statement in sql.CREATE_SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            for statement in sql.CREATE_JOB_COUNTS:
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
         self._transaction(create)
