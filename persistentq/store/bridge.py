@@ -238,6 +238,10 @@ class AsyncStore:
 
     async def _flush(self) -> None:
         try:
+            # Let the caller that scheduled this flush go on for one turn of the
+            # loop first: a consumer that has just queued its ack claims its next
+            # job in that turn, and the claim then shares the ack's hop.
+            await asyncio.sleep(0)
             while self._pending:
                 batch, self._pending = self._pending, _Batch()
                 # Shielded, so that a cancelled caller cannot drop other callers' outcomes.
