@@ -26,8 +26,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -90,6 +91,7 @@ class AsyncStore:
         self._leases: dict[int, _HeldLease] = {}
         self._renewing: asyncio.Task | None = None
         self._watcher: threading.Thread | None = None
+        self._idle_waiters = 0
         self._closed = False
         store.add_put_listener(self._on_put)
 
@@ -179,12 +181,25 @@ class AsyncStore:
         signal = self._put_signals.get(queue)
         if signal is None or signal.done():
             signal = self._put_signals[queue] = self._loop.create_future()
+        return signal
+
+    @contextmanager
+    def waiting_for_put(self) -> Iterator[None]:
+        """Mark the caller as idle until a put; puts by other processes are watched for only meanwhile.
+
+        Busy consumers then cost the watcher nothing: the polls stop while
+        no consumer waits.
+        """
         if self._watcher is None and isinstance(self.store, CommitCounter):
             self._watcher = threading.Thread(
                 target=self._watch_other_commits, name="persistentq-commit-watcher", daemon=True
             )
             self._watcher.start()
-        return signal
+        self._idle_waiters += 1
+        try:
+            yield
+        finally:
+            self._idle_waiters -= 1
 
     def _watch_other_commits(self) -> None:
         """Wake the queues that wait for a put once another connection committed and a job is queued.
@@ -195,6 +210,8 @@ class AsyncStore:
         last_version = None
         while not self._closed:
             time.sleep(WATCH_INTERVAL_S)
+            if not self._idle_waiters:
+                continue
             waiting = [queue for queue, signal in list(self._put_signals.items()) if not signal.done()]
             if not waiting:
                 continue
