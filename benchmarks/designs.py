@@ -9,6 +9,7 @@ in that mapping.
 
 from __future__ import annotations
 
+import importlib.util
 import sqlite3
 import time
 from abc import ABC, abstractmethod
@@ -32,8 +33,8 @@ class Design(ABC):
     name: ClassVar[str]
     # Whether `put_many` adds a batch in one commit; designs without it show n/a.
     has_put_many: ClassVar[bool] = True
-    # Whether the 1 producer + 4 consumer processes measure can run it.
-    multiprocess: ClassVar[bool] = True
+    # The module a peer needs; it is benchmark-only, so it may be missing.
+    module: ClassVar[str | None] = None
 
     def __init__(self, folder: Path, synchronous: str) -> None:
         self.folder = folder
@@ -217,6 +218,7 @@ class PersistQueueDesign(Design):
     """persist-queue's SQLiteAckQueue: get marks a row unacked, ack marks it acked."""
 
     name = "persist-queue"
+    module = "persistqueue"
     has_put_many = False
 
     def __init__(self, folder: Path, synchronous: str) -> None:
@@ -255,6 +257,7 @@ class LiteQueueDesign(Design):
     """litequeue: pop marks a message locked, done marks it done."""
 
     name = "litequeue"
+    module = "litequeue"
 
     def __init__(self, folder: Path, synchronous: str) -> None:
         super().__init__(folder, synchronous)
@@ -290,6 +293,7 @@ class LocalQueueDesign(Design):
     """localqueue's SimpleQueue (SQLite driven from Rust): get leases a job, ack confirms it."""
 
     name = "localqueue"
+    module = "localqueue"
 
     def __init__(self, folder: Path, synchronous: str) -> None:
         super().__init__(folder, synchronous)
@@ -337,6 +341,7 @@ class HueyDesign(Design):
     """
 
     name = "huey"
+    module = "huey"
     has_put_many = False
 
     def __init__(self, folder: Path, synchronous: str) -> None:
@@ -377,6 +382,14 @@ REFERENCE = "raw"
 PEERS = ("persist-queue", "litequeue", "localqueue", "huey")
 # Designs that are persistentq stores: the worker, drain, wake-up and view measures run on these.
 STORE_DESIGNS = ("persistentq",)
+
+
+def missing_module(key: str) -> str | None:
+    """Return the module a design needs and cannot import here, or None when it can run."""
+    module = DESIGNS[key].module
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return module
 
 
 def open_design(key: str, folder: Path, synchronous: str) -> Design:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .child import RESULT_MARKER
-from .designs import DESIGNS
+from .designs import DESIGNS, missing_module
 from .measures import MEASURES, PROCESS_TIMEOUT_S, Measure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,7 @@ class RunResults:
     options: dict[str, Any]
     results: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # design -> why it did not run
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -52,6 +53,7 @@ class RunResults:
             "options": self.options,
             "seconds": self.seconds,
             "failures": self.failures,
+            "skipped": self.skipped,
             "results": [
                 {"measure": measure, "design": design, "repetitions": repetitions}
                 for (measure, design), repetitions in self.results.items()
@@ -59,14 +61,18 @@ class RunResults:
         }
 
 
-def selected_pairs(options: RunOptions) -> list[tuple[Measure, str]]:
-    """Return the (measure, design) pairs to run, in table order."""
+def selected_pairs(options: RunOptions, skipped: dict[str, str]) -> list[tuple[Measure, str]]:
+    """Return the (measure, design) pairs to run, in table order; note designs that cannot run in `skipped`."""
     pairs = []
     for measure in MEASURES:
         if options.measures and measure.key not in options.measures:
             continue
         for design in measure.designs:
             if options.designs and design not in options.designs:
+                continue
+            module = missing_module(design)
+            if module is not None:
+                skipped[design] = f"module {module} is not installed; pip install -e '.[bench]'"
                 continue
             pairs.append((measure, design))
     return pairs
@@ -116,12 +122,15 @@ def run(options: RunOptions, out: TextIO = sys.stdout) -> RunResults:
     for design in options.designs:
         if design not in DESIGNS:
             raise ValueError(f"unknown design {design!r}; expected one of {', '.join(DESIGNS)}")
-    pairs = selected_pairs(options)
+    skipped: dict[str, str] = {}
+    pairs = selected_pairs(options, skipped)
     if not pairs:
         raise ValueError("no measure selected; check --measure and --design")
+    for design, reason in skipped.items():
+        print(f"skipping {design}: {reason}", file=out, flush=True)
     base = options.folder or Path(tempfile.mkdtemp(prefix="persistentq-bench-"))
     base.mkdir(parents=True, exist_ok=True)
-    results = RunResults(options={**vars(options), "folder": str(base)})
+    results = RunResults(options={**vars(options), "folder": str(base)}, skipped=skipped)
     started = time.perf_counter()
     try:
         templates = build_templates(pairs, options, base, out)

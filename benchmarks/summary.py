@@ -218,18 +218,18 @@ def markdown_targets(run: RunResults) -> str:
     return "\n".join(lines)
 
 
-def check_problems(run: RunResults) -> list[str]:
-    """Return one line per design and measure whose jobs done differ from jobs put, or that saw duplicates."""
+def check_problems(run: RunResults) -> list[tuple[str, str]]:
+    """Return (design, description) for each measure whose jobs done differ from jobs put, or that saw duplicates."""
     problems = []
     for row in rows(run):
         checks = row.checks
         if not checks or row.metric not in ("jobs/s", "p50 ms"):
             continue
-        if checks["done"] != checks["put"] or checks["duplicates"] or checks["lost"]:
-            problems.append(
+        if checks["done"] != checks["put"] or checks["duplicates"] or checks["lost"] or checks["lock_errors"]:
+            problems.append((row.design, (
                 f"{row.measure} on {row.design}: {checks['put']} put, {checks['done']} done, "
-                f"{checks['duplicates']} duplicates, {checks['lost']} lost"
-            )
+                f"{checks['duplicates']} duplicates, {checks['lost']} lost, {checks['lock_errors']} lock errors"
+            )))
     return problems
 
 
