@@ -41,7 +41,9 @@ def parse_args(argv: list[str]) -> RunOptions:
     parser.add_argument("--output", type=Path, default=None,
                         help="folder to write results.json, table.md and throughput.png to")
     args = parser.parse_args(argv)
-    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 5)
+    repeat = args.repeat
+    if repeat is None:
+        repeat = 1 if args.quick else 5
     if repeat < 1:
         parser.error(f"--repeat must be 1 or more, got {repeat}")
     return RunOptions(

@@ -24,8 +24,8 @@ RESULT_MARKER = "--- persistentq benchmark result ---"
 def build_template(kind: str, design_key: str, folder: Path, sizes: Sizes, synchronous: str) -> str:
     """Build a big queue once per run, to be copied for each repetition; return its database file.
 
-    "backlog" holds `big_backlog` queued jobs. "views" holds as many jobs,
-    all but 2% of them finished, as a queue that has run for a while looks.
+    "backlog" contains `big_backlog` queued jobs. "views" contains as many
+    jobs, all but 2% of them finished, as a queue that has run for a while does.
     """
     design = open_design(design_key, folder, synchronous)
     design.fill([f"job-{index}" for index in range(sizes.big_backlog)])

@@ -73,7 +73,7 @@ class Design(ABC):
         """Close every connection the design opened."""
 
     def database_file(self) -> Path:
-        """Return the one file that holds this design's queue once it is closed."""
+        """Return the one file that contains this design's queue once it is closed."""
         raise NotImplementedError(f"{self.name} keeps no single database file")
 
 

@@ -42,7 +42,7 @@ PROCESS_TIMEOUT_S = 300.0
 
 @dataclass(frozen=True)
 class Context:
-    """Where and how one measure runs."""
+    """The design, folder, sizes and templates of one measure run."""
 
     design: str
     folder: Path

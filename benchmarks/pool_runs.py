@@ -13,7 +13,7 @@ from persistentq.store.base import JobState, PersistentQStore
 
 # Consumers per process in the async worker measures. Claims are batched to the
 # number of idle consumers, so this is also the largest claim batch.
-ASYNC_CONSUMERS = 32
+ASYNC_CONSUMERS = 64
 # Child processes (and consumers) for plain functions: one per core on the 2-core reference machine, doubled.
 SYNC_CONSUMERS = 4
 

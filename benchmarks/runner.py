@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class RunOptions:
-    """What the command line asked for."""
+    """Options of one run, as given on the command line."""
 
     repeat: int = 5
     quick: bool = False

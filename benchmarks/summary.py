@@ -213,7 +213,10 @@ def markdown_targets(run: RunResults) -> str:
     lines = ["| target | bound | median (min-max) | met |", "|---|---:|---:|---|"]
     for target, spread in target_lines(run):
         bound = f"{'>=' if target.at_least else '<='} {_number(target.bound)}"
-        verdict = "no figure" if spread is None else ("yes" if target.met(spread) else "**no**")
+        if spread is None:
+            verdict = "no figure"
+        else:
+            verdict = "yes" if target.met(spread) else "**no**"
         lines.append(f"| {target.title} | {bound} | {_spread_text(spread)} | {verdict} |")
     return "\n".join(lines)
 

@@ -204,8 +204,8 @@ class AsyncStore:
     def _watch_other_commits(self) -> None:
         """Wake the queues that wait for a put once another connection committed and a job is queued.
 
-        Runs in its own thread with its own connection, so the polls never
-        wait behind the store thread or block the event loop.
+        Runs in its own thread with its own connection, so the polls do not
+        queue behind the store thread's work and never run on the event loop.
         """
         last_version = None
         while not self._closed:
