@@ -13,7 +13,7 @@ import importlib.util
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -212,6 +212,16 @@ class StoreDesign(Design):
 
     def database_file(self) -> Path:
         return self.folder / "queue.sqlite3"
+
+    def lock_holder(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        """Return a function and its first arguments that hold the store's write lock from another process.
+
+        The function is called with the seconds to hold, and events to set
+        once it holds the lock and once it has released it.
+        """
+        from .roles import hold_write_lock
+
+        return hold_write_lock, (self.database_file(),)
 
 
 class PersistQueueDesign(Design):

@@ -397,10 +397,8 @@ async def _loop_lag(design: StoreDesign, context: Context, backlog: int) -> tupl
         consumer_function=recording_async([]),
     )
     holding, released = SPAWN.Event(), SPAWN.Event()
-    holder = SPAWN.Process(
-        target=roles.hold_write_lock,
-        args=(design.store.path, context.sizes.lock_hold_s, holding, released),
-    )
+    hold, first_args = design.lock_holder()
+    holder = SPAWN.Process(target=hold, args=(*first_args, context.sizes.lock_hold_s, holding, released))
     await pool.start()
     holder.start()
     await asyncio.to_thread(holding.wait, PROCESS_TIMEOUT_S)
