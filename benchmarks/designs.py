@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import sqlite3
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -410,12 +409,3 @@ def open_design(key: str, folder: Path, synchronous: str) -> Design:
         raise ValueError(f"unknown design {key!r}; expected one of {', '.join(DESIGNS)}") from None
     return design_class(folder, synchronous)
 
-
-def wait_until(predicate, timeout_s: float, interval_s: float = 0.005) -> bool:
-    """Poll `predicate` until it is true or `timeout_s` passes; True when it became true."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval_s)
-    return True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import sqlite3
 import time
 from pathlib import Path
@@ -142,7 +141,3 @@ def hold_write_lock(database: Path, seconds: float, holding: Any, released: Any)
     released.set()
     conn.close()
 
-
-def jitter_s(rng: random.Random, low_s: float, high_s: float) -> float:
-    """Return a random gap between puts, so puts do not fall in step with any poll."""
-    return rng.uniform(low_s, high_s)
