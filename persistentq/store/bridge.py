@@ -11,6 +11,11 @@ busy are gathered and run together on its next turn: the outcomes of all
 consumers go into one commit, and the claims of all idle consumers into one
 claim statement. One thread hop then carries many jobs, which matters because
 a hop costs more than the SQLite work of one job.
+
+A put made in this process wakes idle consumers at once through the store's
+put listener. A put made by another process is noticed by a watcher thread
+that polls the store's `data_version` every WATCH_INTERVAL_S, because SQLite
+offers no notification across processes.
 """
 
 from __future__ import annotations
@@ -19,14 +24,28 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from .base import DEFAULT_QUEUE, ClaimedJob, Outcome, OutcomeKind, PersistentQStore
+from .base import DEFAULT_QUEUE, ClaimedJob, JobState, Outcome, OutcomeKind, PersistentQStore
 
 log = logging.getLogger(__name__)
+
+# How often the watcher looks for commits by other processes. A put from
+# another process starts an idle consumer within about this time plus one claim.
+WATCH_INTERVAL_S = 0.005
+
+
+@runtime_checkable
+class CommitCounter(Protocol):
+    """A store whose `data_version` changes whenever another connection commits (SQLite)."""
+
+    def data_version(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,8 @@ class AsyncStore:
         self._put_signals: dict[str, asyncio.Future] = {}
         self._leases: dict[int, _HeldLease] = {}
         self._renewing: asyncio.Task | None = None
+        self._watcher: threading.Thread | None = None
+        self._idle_waiters = 0
         self._closed = False
         store.add_put_listener(self._on_put)
 
@@ -162,6 +183,53 @@ class AsyncStore:
             signal = self._put_signals[queue] = self._loop.create_future()
         return signal
 
+    @contextmanager
+    def waiting_for_put(self) -> Iterator[None]:
+        """Mark the caller as idle until a put; puts by other processes are watched for only meanwhile.
+
+        Busy consumers then cost the watcher nothing: the polls stop while
+        no consumer waits.
+        """
+        if self._watcher is None and isinstance(self.store, CommitCounter):
+            self._watcher = threading.Thread(
+                target=self._watch_other_commits, name="persistentq-commit-watcher", daemon=True
+            )
+            self._watcher.start()
+        self._idle_waiters += 1
+        try:
+            yield
+        finally:
+            self._idle_waiters -= 1
+
+    def _watch_other_commits(self) -> None:
+        """Wake the queues that wait for a put once another connection committed and a job is queued.
+
+        Runs in its own thread with its own connection, so the polls do not
+        queue behind the store thread's work and never run on the event loop.
+        """
+        last_version = None
+        while not self._closed:
+            time.sleep(WATCH_INTERVAL_S)
+            if not self._idle_waiters:
+                continue
+            waiting = [queue for queue, signal in list(self._put_signals.items()) if not signal.done()]
+            if not waiting:
+                continue
+            try:
+                version = self.store.data_version()
+                if version == last_version:
+                    continue
+                last_version = version
+                ready = [queue for queue in waiting if self.store.jobs(queue=queue, state=JobState.QUEUED, limit=1)]
+            except Exception:
+                if self._closed:
+                    return
+                log.exception("looking for puts by other processes failed; the poll interval still applies")
+                time.sleep(1.0)
+                continue
+            for queue in ready:
+                self._on_put(queue)
+
     async def aclose(self) -> None:
         """Write everything pending, then stop the store thread. Idempotent."""
         if self._closed:
@@ -187,6 +255,10 @@ class AsyncStore:
 
     async def _flush(self) -> None:
         try:
+            # Let the caller that scheduled this flush go on for one turn of the
+            # loop first: a consumer that has just queued its ack claims its next
+            # job in that turn, and the claim then shares the ack's hop.
+            await asyncio.sleep(0)
             while self._pending:
                 batch, self._pending = self._pending, _Batch()
                 # Shielded, so that a cancelled caller cannot drop other callers' outcomes.

@@ -223,6 +223,8 @@ class PersistentQSQLite(PersistentQStore):
             for statement in sql.CREATE_SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            for statement in sql.CREATE_JOB_COUNTS:
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {sql.SCHEMA_VERSION}")
 
         self._transaction(create)
@@ -250,6 +252,15 @@ class PersistentQSQLite(PersistentQStore):
                 f"the queue database {self.path} was deleted or replaced while this process used it; "
                 "work from now on is lost, so stop this process and start it again"
             )
+
+    def data_version(self) -> int:
+        """Return SQLite's data_version for this thread's connection.
+
+        The value changes whenever another connection, in this process or
+        another one, commits to the file. The asyncio bridge polls it to
+        notice puts made by other processes.
+        """
+        return self._read("PRAGMA data_version")[0][0]
 
     def add_put_listener(self, listener: Callable[[str], None]) -> None:
         self._put_listeners.append(listener)

@@ -7,7 +7,8 @@ REAL seconds since the epoch from the local clock.
 from __future__ import annotations
 
 # Bump when the schema changes, and add the migration from the previous version.
-SCHEMA_VERSION = 1
+# Version 2 added job_counts.
+SCHEMA_VERSION = 2
 
 # The store runs these one by one, split at semicolons, so no comment may contain one.
 CREATE_SCHEMA = """
@@ -71,6 +72,48 @@ CREATE TABLE IF NOT EXISTS workers (
     errors INTEGER NOT NULL DEFAULT 0
 );
 """
+
+# Jobs per queue and state, kept by triggers in the transaction that changes
+# the jobs, so counts() reads a few rows instead of counting every job (a count
+# over 1,000,000 jobs took 60-87 ms on a 2-core machine). Each statement runs
+# on its own because trigger bodies contain semicolons. The INSERT ... SELECT
+# fills the table once, when a file of schema version 1 is upgraded.
+CREATE_JOB_COUNTS = (
+    """
+    CREATE TABLE IF NOT EXISTS job_counts (
+        queue TEXT NOT NULL,
+        state TEXT NOT NULL,
+        jobs INTEGER NOT NULL,
+        PRIMARY KEY (queue, state)
+    ) WITHOUT ROWID
+    """,
+    """
+    INSERT INTO job_counts (queue, state, jobs)
+    SELECT queue, state, count(*) FROM jobs GROUP BY queue, state
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs
+    BEGIN
+        INSERT INTO job_counts (queue, state, jobs) VALUES (new.queue, new.state, 1)
+        ON CONFLICT (queue, state) DO UPDATE SET jobs = jobs + 1;
+    END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs
+    BEGIN
+        UPDATE job_counts SET jobs = jobs - 1 WHERE queue = old.queue AND state = old.state;
+    END
+    """,
+    """
+    CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF queue, state ON jobs
+    WHEN old.state IS NOT new.state OR old.queue IS NOT new.queue
+    BEGIN
+        UPDATE job_counts SET jobs = jobs - 1 WHERE queue = old.queue AND state = old.state;
+        INSERT INTO job_counts (queue, state, jobs) VALUES (new.queue, new.state, 1)
+        ON CONFLICT (queue, state) DO UPDATE SET jobs = jobs + 1;
+    END
+    """,
+)
 
 JOB_COLUMNS = (
     "id, queue, payload, state, priority, attempts, created_at, available_at, started_at, "
@@ -188,7 +231,7 @@ WHERE queue = ? AND state IN (SELECT value FROM json_each(?)) AND finished_at < 
   AND NOT (state = 'failed' AND discarded = 0)
 """
 
-COUNTS = "SELECT state, count(*) FROM jobs WHERE queue = ? GROUP BY state"
+COUNTS = "SELECT state, jobs FROM job_counts WHERE queue = ? AND jobs > 0"
 
 GET_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
 

@@ -58,8 +58,9 @@ class Consumer(PersistentQInterface):
             queue=queue, lease_s=settings.lease, max_attempts=settings.n_tries
         )
         if job is None:
-            # Nothing to do: sleep until a put in this process, or one poll interval.
-            await self._wait_for(asyncio.shield(put_signal), timeout_s=settings.poll_interval)
+            # Nothing to do: sleep until a put, or one poll interval.
+            with self.bridge.waiting_for_put():
+                await self._wait_for(asyncio.shield(put_signal), timeout_s=settings.poll_interval)
             self._look_again = True
             return
         if self._stopping.is_set():
