@@ -66,8 +66,9 @@ def build_widgets(pool: WorkerPool, counts: dict[str, int]) -> PanelWidgets:
             row.append(sliders[kind])
         rows.append(widgets.HBox(row))
 
+    spaced = widgets.Layout(margin="0 20px 0 0")
     job_counts = {
-        job_state: _classed(widgets.HTML(f"<span class='pq-number'>0</span> {job_state.value}"),
+        job_state: _classed(widgets.HTML(f"<span class='pq-number'>0</span> {job_state.value}", layout=spaced),
                             f"pq-count-{job_state.value}")
         for job_state in JobState
     }
@@ -82,7 +83,7 @@ def build_widgets(pool: WorkerPool, counts: dict[str, int]) -> PanelWidgets:
         widgets.HBox([widgets.HTML(title), state]),
         widgets.HBox([start_all, stop_all, requeue]),
         *rows,
-        widgets.HBox([*job_counts.values(), rate], layout=widgets.Layout(gap="24px")),
+        widgets.HBox([*job_counts.values(), rate]),
         widgets.HTML("<b>Workers</b>"), workers,
         widgets.HTML("<b>Log</b>"), log,
     ])

@@ -70,8 +70,16 @@ def _adopt(pool: WorkerPool) -> WorkerPool:
         _pools[key] = pool
         return pool
     log.info("queue %r already has a running pool in this kernel; using it", pool.config.general.queue)
-    replace_functions(known, consumer_function=pool.consumer_function, producer_function=pool.producer_function)
+    replace_functions(
+        known, consumer_function=_own_function(pool, pool.consumer_function),
+        producer_function=_own_function(pool, pool.producer_function),
+    )
     return known
+
+
+def _own_function(pool: WorkerPool, function: JobFunction) -> JobFunction | None:
+    """Return `function` unless it is the file pipeline's default, which the pool did not get from its user."""
+    return None if getattr(function, "__self__", None) is pool.pipeline else function
 
 
 def replace_functions(
@@ -111,9 +119,10 @@ async def start_pool(
 
 
 async def stop_pools(grace_s: float | None = None) -> None:
-    """Stop every pool this kernel started, gracefully."""
+    """Stop every running pool of this kernel, gracefully."""
     for pool in list(_pools.values()):
-        await pool.stop(grace_s)
+        if pool.running:
+            await pool.stop(grace_s)
 
 
 def pools() -> list[WorkerPool]:
