@@ -18,60 +18,55 @@ log = logging.getLogger(__name__)
 
 # The logger whose records the panel shows: every module of the package logs under it.
 PACKAGE_LOGGER = "persistentq"
-# Lines kept in the log area; older ones are dropped so the page stays fast.
-MAX_LINES = 400
-LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Records kept in the log area; older ones are dropped so the page stays fast.
+MAX_RECORDS = 200
+LINE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 _loops_with_handler: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 class PanelLogHandler(logging.Handler):
-    """Collects formatted records from any thread; `flush_to` writes them to an Output widget."""
+    """Collects formatted records from any thread; `flush_to` shows them in an Output widget, newest first."""
 
     def __init__(self, level: int = logging.INFO) -> None:
         super().__init__(level)
         self.setFormatter(logging.Formatter(LINE_FORMAT, datefmt="%H:%M:%S"))
-        self._pending: collections.deque[str] = collections.deque(maxlen=MAX_LINES)
-        self._shown: collections.deque[str] = collections.deque(maxlen=MAX_LINES)
+        self._pending: collections.deque[str] = collections.deque(maxlen=MAX_RECORDS)
+        self._shown: collections.deque[str] = collections.deque(maxlen=MAX_RECORDS)
         self._lock = threading.Lock()
-        self._in_widget = 0  # lines in the Output widget, which may exceed MAX_LINES until rewritten
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            text = self.format(record)
         except Exception:
             self.handleError(record)
             return
         with self._lock:
-            self._pending.append(line)
+            self._pending.append(text)
 
     def flush_to(self, output: Any) -> int:
-        """Append the lines collected since the last call to `output`, and return how many.
+        """Show the records collected since the last call in `output`, and return how many.
 
-        All lines go out in one `append_stdout`, because each call sends the
-        whole output state to the browser. Past MAX_LINES the oldest lines
-        are dropped from the widget.
+        The newest record comes first, so the area needs no scrolling to show
+        it. The area is rewritten with one `append_stdout` per call, because
+        each call sends the whole output state to the browser anyway.
         """
         with self._lock:
-            lines = list(self._pending)
+            new = list(self._pending)
             self._pending.clear()
-        if not lines:
+            self._shown.extend(new)
+            text = "\n".join(reversed(self._shown))
+        if not new:
             return 0
-        count = len(lines)
-        self._shown.extend(lines)
-        self._in_widget += len(lines)
-        if self._in_widget > MAX_LINES:
-            output.outputs = ()
-            self._in_widget = len(self._shown)
-            lines = list(self._shown)
-        output.append_stdout("\n".join(lines) + "\n")
-        return count
+        output.outputs = ()
+        output.append_stdout(text + "\n")
+        return len(new)
 
     @property
-    def lines(self) -> list[str]:
-        """Every line shown or waiting to be shown, oldest first, within MAX_LINES."""
+    def records(self) -> list[str]:
+        """The formatted records shown or waiting to be shown, oldest first, at most MAX_RECORDS."""
         with self._lock:
-            return [*self._shown, *self._pending][-MAX_LINES:]
+            return [*self._shown, *self._pending][-MAX_RECORDS:]
 
 
 def attach_handler(handler: logging.Handler) -> None:

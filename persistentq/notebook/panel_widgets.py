@@ -43,7 +43,7 @@ class PanelWidgets:
 
 def build_widgets(pool: WorkerPool, counts: dict[str, int]) -> PanelWidgets:
     """Build the panel's widgets for `pool`, sliders set to `counts` of producers and consumers."""
-    state = _classed(widgets.Button(description="stopped", disabled=True), "pq-state")
+    state = _classed(widgets.Button(description="stopped", disabled=True, layout=_width(100)), "pq-state")
     start_all = _classed(widgets.Button(description="Start all", icon="play", button_style="success"), "pq-start-all")
     stop_all = _classed(widgets.Button(description="Stop all", icon="stop", button_style="danger"), "pq-stop-all")
     requeue = _classed(widgets.Button(description="Requeue failed", icon="redo"), "pq-requeue-failed")
@@ -51,10 +51,12 @@ def build_widgets(pool: WorkerPool, counts: dict[str, int]) -> PanelWidgets:
     starts, stops, pauses, states, sliders = {}, {}, {}, {}, {}
     rows = []
     for kind in WORKER_KINDS:
-        starts[kind] = _classed(widgets.Button(description="Start", icon="play"), f"pq-start-{kind}")
-        stops[kind] = _classed(widgets.Button(description="Stop", icon="stop"), f"pq-stop-{kind}")
-        pauses[kind] = _classed(widgets.ToggleButton(description="Pause", icon="pause"), f"pq-pause-{kind}")
-        states[kind] = _classed(widgets.Button(description="stopped", disabled=True), f"pq-state-{kind}")
+        starts[kind] = _classed(widgets.Button(description="Start", icon="play", layout=_width(90)), f"pq-start-{kind}")
+        stops[kind] = _classed(widgets.Button(description="Stop", icon="stop", layout=_width(90)), f"pq-stop-{kind}")
+        pauses[kind] = _classed(widgets.ToggleButton(description="Pause", icon="pause", layout=_width(100)),
+                                f"pq-pause-{kind}")
+        states[kind] = _classed(widgets.Button(description="stopped", disabled=True, layout=_width(100)),
+                                f"pq-state-{kind}")
         row = [widgets.HTML(f"<b>{KIND_TITLES[kind]}</b>", layout=widgets.Layout(width="90px")),
                starts[kind], stops[kind], pauses[kind], states[kind]]
         if kind != "cleaner":
@@ -77,8 +79,9 @@ def build_widgets(pool: WorkerPool, counts: dict[str, int]) -> PanelWidgets:
     log = _classed(widgets.Output(layout=widgets.Layout(max_height="220px", overflow="auto",
                                                        border="1px solid #ddd")), "pq-log")
 
-    title = (f"{STYLE}<b>persistentq</b>: queue <code>{html.escape(pool.config.general.queue)}</code> "
-             f"in <code>{html.escape(_where(pool))}</code>")
+    where = _where(pool)
+    title = (f"{STYLE}<b>persistentq</b>: queue <code>{html.escape(pool.config.general.queue)}</code> in "
+             f"<code title='{html.escape(where, quote=True)}'>{html.escape(_short(where))}</code>")
     root = widgets.VBox([
         widgets.HBox([widgets.HTML(title), state]),
         widgets.HBox([start_all, stop_all, requeue]),
@@ -90,6 +93,16 @@ def build_widgets(pool: WorkerPool, counts: dict[str, int]) -> PanelWidgets:
     root.add_class("pq-panel")
     return PanelWidgets(root, state, start_all, stop_all, requeue, starts, stops, pauses, states, sliders,
                         job_counts, rate, workers, log)
+
+
+def _width(pixels: int) -> Any:
+    return widgets.Layout(width=f"{pixels}px")
+
+
+def _short(path: str) -> str:
+    """Return the last two parts of a path, enough to tell queues apart; the title shows it whole."""
+    parts = path.replace("\\", "/").split("/")
+    return "/".join(parts[-2:]) if len(parts) > 2 else path
 
 
 def _classed(widget: Any, css_class: str) -> Any:
