@@ -118,6 +118,11 @@ class WorkerPool:
         return [*self.producers, *self.consumers, *cleaner]
 
     @property
+    def paused_kinds(self) -> frozenset[str]:
+        """The kinds of worker that `pause` paused and `resume` has not resumed since."""
+        return frozenset(self._paused_kinds)
+
+    @property
     def running(self) -> bool:
         """True between `start` and `stop`."""
         return self._started
@@ -232,11 +237,6 @@ class WorkerPool:
         self._paused_kinds -= self._kinds(kind)
         for worker in self._of_kind(kind):
             worker.resume()
-
-    @property
-    def paused_kinds(self) -> frozenset[str]:
-        """The kinds of worker that are paused, including kinds with no worker running now."""
-        return frozenset(self._paused_kinds)
 
     @staticmethod
     def _kinds(kind: str | None) -> set[str]:

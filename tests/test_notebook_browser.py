@@ -3,7 +3,7 @@
 The test starts its own JupyterLab on 127.0.0.1 with a token, in a fresh root
 folder that holds a copy of the demo notebook, runs every cell, clicks the
 panel's "Start all" and watches the done count rise. Screenshots are kept in
-test-artifacts/ at the top of the repository.
+artifacts/ at the top of the repository.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pytest
 from tests.external import CHROMIUM_ARGS, chromium_executable
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
+ARTIFACTS = ROOT / "artifacts"
 JUPYTER = Path(sys.executable).parent / "jupyter"
 SERVER_START_TIMEOUT_S = 60
 # JupyterLab settings: no question about news and updates, whose toast would
