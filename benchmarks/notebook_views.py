@@ -14,6 +14,9 @@ import argparse
 import sqlite3
 import statistics
 import tempfile
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +59,36 @@ def median_ms(call, repeat: int) -> tuple[float, int]:
     return statistics.median(times), size
 
 
+# The writer runs in its own process, as a worker would, so that it shares no GIL with the reads.
+WRITER = """
+import json, sys, time
+from persistentq.store.sqlite import PersistentQSQLite
+store = PersistentQSQLite(sys.argv[1])
+latencies, deadline = [], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    started = time.perf_counter()
+    store.put("written during reads", queue="writer")
+    latencies.append((time.perf_counter() - started) * 1000)
+print(json.dumps(latencies))
+"""
+
+
+def put_latencies_ms(path: Path, seconds: float, reads=None) -> list[float]:
+    """Put one job at a time from another process for `seconds`, and return each put's time in ms.
+
+    With `reads`, this process runs them over and over meanwhile.
+    """
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(seconds)], stdout=subprocess.PIPE)
+    deadline = time.monotonic() + seconds + 0.5
+    while time.monotonic() < deadline and writer.poll() is None:
+        for read in reads or []:
+            read()
+        if not reads:
+            time.sleep(0.05)
+    output, _ = writer.communicate()
+    return json.loads(output)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1_000_000, help="jobs in the queue")
@@ -88,6 +121,12 @@ def main() -> None:
     for name, call in views.items():
         ms, rows = median_ms(call, args.repeat)
         print(f"| `{name}` | {ms:.0f} | {rows:,} |")
+
+    # A writer putting jobs while the views read: WAL readers should not hold it up.
+    for label, reads in (("no reads", None), ("views reading", list(views.values()))):
+        latencies = put_latencies_ms(folder / "queue.sqlite3", 5.0, reads)
+        print(f"put while {label}: {len(latencies):,} puts in 5 s, median {statistics.median(latencies):.2f} ms, "
+              f"max {max(latencies):.1f} ms")
     store.close()
 
 
