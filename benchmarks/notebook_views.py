@@ -29,7 +29,7 @@ DAY_S = 24 * 3600
 
 
 def build(path: Path, jobs: int) -> PersistentQSQLite:
-    """Return a store at `path` holding `jobs` jobs, filling it first when it holds fewer."""
+    """Return a store at `path` with `jobs` jobs, filling it first when it contains fewer."""
     store = PersistentQSQLite(path)
     have = sum(store.counts().values())
     if have >= jobs:

@@ -190,11 +190,11 @@ class WorkerPool:
             if cleaner is not None:
                 await self._scale_cleaner(cleaner)
 
-    async def _scale_cleaner(self, wanted: bool) -> None:
-        self.run_cleaner = wanted
-        if wanted and self.cleaner is None:
+    async def _scale_cleaner(self, enabled: bool) -> None:
+        self.run_cleaner = enabled
+        if enabled and self.cleaner is None:
             self._start_cleaner()
-        elif not wanted and self.cleaner is not None:
+        elif not enabled and self.cleaner is not None:
             cleaner, self.cleaner = self.cleaner, None
             await cleaner.stop()
 

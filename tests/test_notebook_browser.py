@@ -1,7 +1,7 @@
 """The demo notebook in a real JupyterLab, driven by headless Chromium through Playwright.
 
 The test starts its own JupyterLab on 127.0.0.1 with a token, in a fresh root
-folder that holds a copy of the demo notebook, runs every cell, clicks the
+folder that contains a copy of the demo notebook, runs every cell, clicks the
 panel's "Start all" and watches the done count rise. Screenshots are kept in
 artifacts/ at the top of the repository.
 """

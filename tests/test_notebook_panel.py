@@ -39,12 +39,12 @@ async def consume(payload: str) -> str:
     return payload.upper()
 
 
-async def until(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0, description: str = "condition") -> None:
     """Wait until `condition()` is true, failing the test after `timeout_s` seconds."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout_s} s waiting for {description}")
         await asyncio.sleep(0.02)
 
 
@@ -79,7 +79,7 @@ def test_buttons_start_and_stop_real_workers(tmp_path: Path) -> None:
         panel.w.start_all.click()
         await panel.wait_idle()
         assert running_kinds(pool) == {"producer": 1, "consumer": 2, "cleaner": 1}
-        await until(lambda: pool.counts()[JobState.DONE] >= 5, what="jobs done")
+        await until(lambda: pool.counts()[JobState.DONE] >= 5, description="jobs done")
 
         panel.w.stops["producer"].click()
         await panel.wait_idle()
@@ -92,14 +92,14 @@ def test_buttons_start_and_stop_real_workers(tmp_path: Path) -> None:
         panel.w.starts["cleaner"].click()
         await panel.wait_idle()
         assert running_kinds(pool)["cleaner"] == 1
-        await until(lambda: panel.w.states["producer"].description == "stopped", what="producer state shown")
+        await until(lambda: panel.w.states["producer"].description == "stopped", description="producer state shown")
         assert panel.w.states["consumer"].button_style == "success"
 
         panel.w.stop_all.click()
         await panel.wait_idle()
         assert not pool.running
         assert pool.workers == []
-        await until(lambda: panel.w.state.description == "stopped", what="panel state stopped")
+        await until(lambda: panel.w.state.description == "stopped", description="panel state stopped")
         panel.close()
 
     run(scenario)
@@ -146,16 +146,16 @@ def test_pause_toggle_pauses_kind(tmp_path: Path) -> None:
         await panel.start()
 
         panel.w.pauses["consumer"].value = True
-        await until(lambda: all(c.state == WorkerState.PAUSED for c in pool.consumers), what="consumers paused")
+        await until(lambda: all(c.state == WorkerState.PAUSED for c in pool.consumers), description="consumers paused")
         assert panel.w.pauses["consumer"].description == "Resume"
         ids = pool.store.put_many(["x"] * 5)
         await asyncio.sleep(0.3)
         assert pool.counts()[JobState.DONE] == 0
-        await until(lambda: panel.w.states["consumer"].description == "paused", what="paused state shown")
+        await until(lambda: panel.w.states["consumer"].description == "paused", description="paused state shown")
         assert panel.w.states["consumer"].button_style == "warning"
 
         panel.w.pauses["consumer"].value = False
-        await until(lambda: pool.counts()[JobState.DONE] == len(ids), what="jobs done after resume")
+        await until(lambda: pool.counts()[JobState.DONE] == len(ids), description="jobs done after resume")
         assert panel.w.pauses["consumer"].description == "Pause"
         await panel.stop()
         panel.close()
@@ -204,10 +204,10 @@ def test_background_task_error_in_log(tmp_path: Path) -> None:
                            display=False, refresh_s=0.05)
         panel.run_in_background(exploding(), name="exploding task")
         await panel.wait_idle()
-        await until(lambda: "background task exploded" in _log_text(panel), what="action error in the log")
+        await until(lambda: "background task exploded" in _log_text(panel), description="action error in the log")
         assert "Traceback (most recent call last)" in _log_text(panel)
         assert 'raise RuntimeError("background task exploded")' in _log_text(panel)
-        await until(lambda: panel.w.state.description == "error", what="error state shown")
+        await until(lambda: panel.w.state.description == "error", description="error state shown")
         assert panel.w.state.button_style == "danger"
 
         async def forgotten() -> None:
@@ -217,12 +217,12 @@ def test_background_task_error_in_log(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
         del task
         gc.collect()
-        await until(lambda: "nobody awaited this task" in _log_text(panel), what="unretrieved error in the log")
+        await until(lambda: "nobody awaited this task" in _log_text(panel), description="unretrieved error in the log")
         assert "background task forgotten task raised" in _log_text(panel)
 
         await panel.start()
         panel.pool.store.put("r1")
-        await until(lambda: "no such record r1" in _log_text(panel), what="job error in the log")
+        await until(lambda: "no such record r1" in _log_text(panel), description="job error in the log")
         await panel.stop()
         panel.close()
 
@@ -251,7 +251,7 @@ def test_worker_table_shows_other_processes_and_lost(tmp_path: Path) -> None:
         store.close()
 
         panel = show_panel(config, consumer_function=consume, display=False, refresh_s=0.05)
-        await until(lambda: "consumer-1@other:4242" in panel.w.workers.value, what="worker table")
+        await until(lambda: "consumer-1@other:4242" in panel.w.workers.value, description="worker table")
         table = panel.w.workers.value
         assert "<tr class='pq-worker-lost'><td>consumer-1@other:4242</td>" in table
         assert "<tr class='pq-worker-running'><td>producer-9@other:4243</td>" in table
@@ -290,7 +290,7 @@ def test_rate_meter_window() -> None:
 
 
 def test_panel_needs_running_loop(tmp_path: Path) -> None:
-    """Outside a running event loop the panel says what to use instead."""
+    """Outside a running event loop the panel raises an error naming what to use instead."""
     with pytest.raises(RuntimeError, match="needs a running event loop"):
         show_panel(fast_config(tmp_path), consumer_function=consume, display=False)
 
@@ -310,7 +310,7 @@ def test_pool_for_adopts_running_pool(tmp_path: Path) -> None:
         assert second is first
         assert all(consumer.function is shout for consumer in first.consumers)
         job = first.store.put("hey")
-        await until(lambda: first.store.get(job).state == JobState.DONE, what="job done")
+        await until(lambda: first.store.get(job).state == JobState.DONE, description="job done")
         assert first.store.get(job).result == "hey!"
         assert first.producer_function == first.pipeline.produce
         await first.stop()

@@ -30,7 +30,7 @@ def failed_jobs(source: QueueSource, *, limit: int = 1000, queue: str | None = N
 def requeue_failed(
     source: QueueSource, job_ids: Iterable[int] | None = None, *, queue: str | None = None
 ) -> RequeueResult:
-    """Queue failed (or cancelled) jobs again with attempts back at 0; all failed jobs without `job_ids`.
+    """Queue failed (or cancelled) jobs again with attempts back at 0, or every failed job without `job_ids`.
 
     Each job is requeued or rejected with a reason, as `basic retry` does:
     for file jobs, a job whose `.failed` file the cleaner already removed is

@@ -67,7 +67,7 @@ def show_panel(
 
 
 class ControlPanel:
-    """Widgets bound to one WorkerPool; buttons and sliders change its real workers."""
+    """Widgets bound to one WorkerPool, whose buttons and sliders change its real workers."""
 
     def __init__(self, pool: WorkerPool, *, refresh_s: float = REFRESH_S) -> None:
         try:
@@ -115,7 +115,7 @@ class ControlPanel:
         await self._apply()
 
     async def stop(self, kind: str | None = None) -> None:
-        """Stop the workers of one kind, or all; the pool stops for good when no kind is left running."""
+        """Stop the workers of one kind, or all. The pool stops for good when no kind is left running."""
         for name in _kinds(kind):
             self._enabled[name] = False
         await self._apply()
@@ -131,7 +131,7 @@ class ControlPanel:
         self._show_pause_buttons()
 
     async def scale(self, *, n_prod: int | None = None, n_cons: int | None = None) -> None:
-        """Set how many producers and consumers run; running kinds change at once."""
+        """Set how many producers and consumers run. Kinds that are running change at once."""
         for slider, value in ((self.w.sliders["producer"], n_prod), (self.w.sliders["consumer"], n_cons)):
             if value is None:
                 continue
@@ -157,7 +157,7 @@ class ControlPanel:
         return task
 
     def close(self) -> None:
-        """Stop refreshing and detach from logging; the pool and its workers keep running."""
+        """Stop refreshing and detach from logging. The pool and its workers keep running."""
         if self._closed:
             return
         self._closed = True
@@ -180,10 +180,10 @@ class ControlPanel:
         self._show_states()
         self.log_handler.flush_to(self.w.log)
 
-    # Applying the wanted workers to the pool.
+    # Applying the requested workers to the pool.
 
     async def _apply(self) -> None:
-        """Make the pool run what the panel asks for; the last request wins."""
+        """Make the pool run the workers the panel requests. When requests overlap, the last one wins."""
         async with self._apply_lock:
             self._error = None
             n_prod, n_cons, cleaner = self._targets()
@@ -314,9 +314,9 @@ class ControlPanel:
             self._show_states()
             self.log_handler.flush_to(self.w.log)
 
-    def _record_error(self, exc: BaseException, what: str) -> None:
+    def _record_error(self, exc: BaseException, context: str) -> None:
         self._error = f"{type(exc).__name__}: {exc}"
-        log.error("%s: %s", what, self._error, exc_info=(type(exc), exc, exc.__traceback__))
+        log.error("%s: %s", context, self._error, exc_info=(type(exc), exc, exc.__traceback__))
 
 
 def _show_state(button: Any, state: str) -> None:

@@ -1,4 +1,4 @@
-"""What the control panel shows about a queue: the rate of finished jobs, worker states, the worker table."""
+"""Figures of the control panel: the rate of finished jobs, the state of each kind of worker, the worker table."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..workers.base import HEARTBEAT_S, WorkerState
 
 # The rate of finished jobs is measured over this many seconds of samples.
 RATE_WINDOW_S = 5.0
-# Rows of the worker table; stopped workers are listed after live ones, then cut.
+# Rows of the worker table. Stopped workers are listed after live ones, and cut first.
 MAX_WORKER_ROWS = 25
 
 
@@ -32,7 +32,7 @@ class RateMeter:
         (first_time, first_count), (last_time, last_count) = self._samples[0], self._samples[-1]
         if last_time <= first_time:
             return 0.0
-        # A purge lowers the total; that is not negative throughput.
+        # A purge lowers the total, which is not negative throughput.
         return max(last_count - first_count, 0) / (last_time - first_time)
 
 
@@ -50,14 +50,14 @@ def kind_state(pool: WorkerPool, kind: str) -> str:
 
 
 def workers_table(records: list[WorkerRecord], now: float | None = None) -> str:
-    """Return an HTML table of registered workers, live ones first; a lost worker is marked."""
+    """Return an HTML table of registered workers, live ones first, with lost workers marked."""
     now = time.time() if now is None else now
     live = [record for record in records if record.state != "stopped"]
     stopped = [record for record in records if record.state == "stopped"]
-    shown = (live + stopped)[:MAX_WORKER_ROWS]
+    listed = (live + stopped)[:MAX_WORKER_ROWS]
 
     rows = []
-    for record in shown:
+    for record in listed:
         lost = record.is_lost(now, HEARTBEAT_S)
         state = "lost" if lost else record.state
         css = "pq-worker-lost" if lost else f"pq-worker-{html.escape(record.state)}"
@@ -66,7 +66,7 @@ def workers_table(records: list[WorkerRecord], now: float | None = None) -> str:
             f"<td>{html.escape(record.host)}</td><td>{record.pid}</td><td><b>{html.escape(state)}</b></td>"
             f"<td>{_age(now - record.heartbeat_at)}</td><td>{record.runs}</td><td>{record.errors}</td></tr>"
         )
-    hidden = len(records) - len(shown)
+    hidden = len(records) - len(listed)
     footer = f"<div>{hidden} more stopped workers not shown</div>" if hidden else ""
     lost_count = sum(record.is_lost(now, HEARTBEAT_S) for record in records)
     summary = (

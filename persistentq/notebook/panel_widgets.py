@@ -23,7 +23,7 @@ STYLE = """<style>
 
 @dataclass
 class PanelWidgets:
-    """Every widget of one panel; the dicts are keyed by worker kind or job state."""
+    """Every widget of one panel. The dicts are keyed by worker kind or by job state."""
 
     root: Any
     state: Any
@@ -100,7 +100,7 @@ def _width(pixels: int) -> Any:
 
 
 def _short(path: str) -> str:
-    """Return the last two parts of a path, enough to tell queues apart; the title shows it whole."""
+    """Return the last two parts of a path, enough to tell queues apart. The tooltip shows the whole path."""
     parts = path.replace("\\", "/").split("/")
     return "/".join(parts[-2:]) if len(parts) > 2 else path
 

@@ -88,7 +88,7 @@ def replace_functions(
     consumer_function: JobFunction | None = None,
     producer_function: JobFunction | None = None,
 ) -> None:
-    """Make `pool` and its running workers use new functions; None keeps the current one.
+    """Make `pool` and its running workers use new functions. None keeps the current one.
 
     NOTE: the job hooks stay those the pool was built with, so a pool built
     for the file pipeline keeps renaming `.failed` files after its consumer

@@ -16,7 +16,7 @@ from ..pool import WorkerPool
 from ..store.base import DEFAULT_QUEUE, PersistentQStore
 from ..store.factory import open_store
 
-# What the views, the helpers and the panel accept as "the queue".
+# The types that the views, the helpers and the panel accept as "the queue".
 QueueSource = Union[Config, WorkerPool, PersistentQStore, str, os.PathLike]
 
 
@@ -44,7 +44,7 @@ def as_config(source: Config | str | os.PathLike) -> Config:
 
 @contextmanager
 def open_queue(source: QueueSource, *, queue: str | None = None) -> Iterator[QueueRef]:
-    """Yield the queue that `source` names; a store opened here is closed on exit.
+    """Yield the queue that `source` names, closing on exit any store opened here.
 
     A running pool lends its own store. A config, a config path or a stopped
     pool gets a store of its own for the duration. For a config, the hooks of

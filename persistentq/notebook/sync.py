@@ -79,8 +79,8 @@ def wait_until_empty(
     """Block until the queue has no queued and no running job, and return its counts per state.
 
     Jobs waiting for a retry count as queued. Raises TimeoutError after
-    `timeout_s` seconds with the counts at that moment; the jobs stay as
-    they are.
+    `timeout_s` seconds with the counts at that moment, and the jobs stay
+    as they are.
     """
     return run_sync(until_empty(source, timeout_s=timeout_s, poll_s=poll_s, queue=queue))
 
@@ -88,7 +88,7 @@ def wait_until_empty(
 async def until_empty(
     source: QueueSource, *, timeout_s: float = 60.0, poll_s: float = 0.2, queue: str | None = None
 ) -> dict[JobState, int]:
-    """Wait until the queue has no queued and no running job; the awaitable form of `wait_until_empty`."""
+    """Wait until the queue has no queued and no running job. This is the awaitable form of `wait_until_empty`."""
     timeout_s = _check_seconds(timeout_s, "timeout_s")
     poll_s = _check_seconds(poll_s, "poll_s")
     deadline = time.monotonic() + timeout_s

@@ -137,7 +137,7 @@ def parse_state(state: JobState | str | None) -> JobState | None:
 
 
 def epoch_seconds(value: TimeBound, name: str) -> float | None:
-    """Return a time bound as seconds since the epoch; a timedelta counts back from now."""
+    """Return a time bound as seconds since the epoch. A timedelta counts back from now."""
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
