@@ -316,3 +316,26 @@ def test_pool_for_adopts_running_pool(tmp_path: Path) -> None:
         await first.stop()
 
     run(scenario)
+
+
+def test_requeue_button_requeues_failed(tmp_path: Path) -> None:
+    """The Requeue failed button queues every failed job again and logs how many."""
+
+    async def scenario() -> None:
+        config = fast_config(tmp_path, n_prod=0)
+        panel = show_panel(config, consumer_function=consume, display=False, refresh_s=0.05)
+        store = panel.pool.store
+        store.put_many(["p", "q"])
+        for job in store.claim(limit=2, lease_s=30, worker_id="test", max_attempts=1):
+            store.fail(job.id, job.lease_token, error="boom")
+
+        panel.w.requeue.click()
+        await panel.wait_idle()
+
+        counts = store.counts()
+        assert counts[JobState.FAILED] == 0
+        assert counts[JobState.QUEUED] == 2
+        await until(lambda: "requeued 2 failed jobs, 0 rejected" in _log_text(panel), description="requeue logged")
+        panel.close()
+
+    run(scenario)
