@@ -1,9 +1,9 @@
-"""The demo notebook in a real JupyterLab, driven by headless Chromium through Playwright.
+"""The demo notebook in a real JupyterLab and Notebook 7, driven by headless Chromium through Playwright.
 
-The test starts its own JupyterLab on 127.0.0.1 with a token, in a fresh root
-folder that contains a copy of the demo notebook, runs every cell, clicks the
-panel's "Start all" and watches the done count rise. Screenshots are kept in
-artifacts/ at the top of the repository.
+Each test starts its own Jupyter server on 127.0.0.1 with a token, in a
+fresh root folder that contains a copy of the demo notebook, runs every
+cell, clicks the panel's "Start all" and watches the done count rise.
+Screenshots are kept in artifacts/ at the top of the repository.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """Start JupyterLab on a free 127.0.0.1 port; yield its base URL with the token and its root folder."""
+def lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Start JupyterLab, which also serves Notebook 7, on a free 127.0.0.1 port; yield its base URL and token."""
     if not JUPYTER.exists():
         pytest.skip("jupyter is not installed: pip install -e '.[dev]'")
     root, settings = tmp_path / "root", tmp_path / "lab-settings"
@@ -78,7 +78,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for_server(base, token, server, tmp_path / "jupyter.log")
-        yield f"{base}/lab/tree/demo.ipynb?token={token}", root
+        yield base, token
     finally:
         _stop_server(base, token, server)
         log_file.close()
@@ -112,16 +112,33 @@ def _stop_server(base: str, token: str, server: subprocess.Popen) -> None:
             server.wait()
 
 
+def _wait_for_idle_kernel(page, base: str, token: str) -> None:
+    """Wait until the page has started a kernel for the notebook and the kernel is idle.
+
+    Run All before the kernel is up makes JupyterLab ask which kernel to start.
+    The wait goes through the page, because the sync Playwright API runs the
+    route handler, and so lets the page's requests through, only inside its calls.
+    """
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        sessions = httpx.get(f"{base}/api/sessions", params={"token": token}, timeout=5).json()
+        if any(session["kernel"]["execution_state"] == "idle" for session in sessions):
+            return
+        page.wait_for_timeout(200)
+    pytest.fail(f"no idle kernel within {SERVER_START_TIMEOUT_S} s: {sessions}")
+
+
 def _done_count(page) -> int:
     return int(page.locator(".pq-count-done .pq-number").text_content())
 
 
-def test_demo_in_jupyterlab(lab: tuple[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("front_end, path", [("jupyterlab", "lab/tree"), ("notebook7", "notebooks")])
+def test_demo_in_browser(lab: tuple[str, str], tmp_path: Path, front_end: str, path: str) -> None:
     """Run all cells of the demo, click Start all, and see the done count rise in the page."""
     executable = chromium_executable()
     from playwright.sync_api import expect, sync_playwright
 
-    url, root = lab
+    base, token = lab
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
@@ -134,10 +151,9 @@ def test_demo_in_jupyterlab(lab: tuple[str, Path], tmp_path: Path) -> None:
         try:
             page = context.new_page()
             page.set_default_timeout(60_000)
-            page.goto(url)
+            page.goto(f"{base}/{path}/demo.ipynb?token={token}")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for()
-            # Run All before the kernel is up makes JupyterLab ask which kernel to start.
-            expect(page.locator("#jp-main-statusbar")).to_contain_text(re.compile(r"Python 3.*Idle"))
+            _wait_for_idle_kernel(page, base, token)
 
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
             page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
@@ -159,8 +175,8 @@ def test_demo_in_jupyterlab(lab: tuple[str, Path], tmp_path: Path) -> None:
                 page.wait_for_timeout(200)
             after = _done_count(page)
             panel.scroll_into_view_if_needed()
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab-demo.png"))
-            panel.screenshot(path=str(ARTIFACTS / "panel.png"))
+            page.screenshot(path=str(ARTIFACTS / f"{front_end}-demo.png"))
+            panel.screenshot(path=str(ARTIFACTS / f"{front_end}-panel.png"))
             assert after > before + 3, f"done count went from {before} to {after} in 30 s"
             expect(page.locator(".pq-log")).to_contain_text("done (attempt")
 
