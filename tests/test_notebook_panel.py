@@ -339,3 +339,18 @@ def test_requeue_button_requeues_failed(tmp_path: Path) -> None:
         panel.close()
 
     run(scenario)
+
+
+def test_show_panel_default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a source the panel uses ./config.yaml, as the basic command does."""
+    (tmp_path / "config.yaml").write_text("general:\n    queue: from-file\n    n_cons: 3\n")
+    monkeypatch.chdir(tmp_path)
+
+    async def scenario() -> None:
+        panel = show_panel(display=False)
+        assert panel.pool.config.general.queue == "from-file"
+        assert panel.pool.config.database_path == tmp_path / "queue.sqlite3"
+        assert panel.w.sliders["consumer"].value == 3
+        panel.close()
+
+    run(scenario)

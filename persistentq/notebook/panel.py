@@ -40,7 +40,7 @@ _panels: dict[int, ControlPanel] = {}  # the panel shown last for each pool, by 
 
 
 def show_panel(
-    source: Any,
+    source: Any = None,
     *,
     consumer_function: JobFunction | None = None,
     producer_function: JobFunction | None = None,
@@ -48,6 +48,8 @@ def show_panel(
     display: bool = True,
 ) -> ControlPanel:
     """Display a control panel for a config, a config path or a WorkerPool, and return it.
+
+    Without `source`, ./config.yaml is used when it exists, else the defaults.
 
     Run it again, in the same kernel, and the new panel controls the same
     pool: it never starts a second set of workers. The older panel of that

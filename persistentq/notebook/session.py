@@ -34,14 +34,15 @@ def running_pool(config: Config) -> WorkerPool | None:
 
 
 def pool_for(
-    source: Config | WorkerPool | str | os.PathLike,
+    source: Config | WorkerPool | str | os.PathLike | None = None,
     *,
     consumer_function: JobFunction | None = None,
     producer_function: JobFunction | None = None,
 ) -> WorkerPool:
     """Return this kernel's pool for the queue of `source`, creating it (not started) on first use.
 
-    `source` is a Config, the path of a config.yaml, or a WorkerPool. When
+    `source` is a Config, the path of a config.yaml, a WorkerPool, or None
+    for ./config.yaml when it exists, else the defaults. When
     this kernel already holds a pool for that queue, that pool is returned
     and functions given here replace its functions, so re-running a cell with
     an edited function takes effect from the next job on, while the config
@@ -107,7 +108,7 @@ def replace_functions(
 
 
 async def start_pool(
-    source: Config | WorkerPool | str | os.PathLike,
+    source: Config | WorkerPool | str | os.PathLike | None = None,
     *,
     consumer_function: JobFunction | None = None,
     producer_function: JobFunction | None = None,

@@ -30,8 +30,13 @@ class QueueRef:
     config: Config | None
 
 
-def as_config(source: Config | str | os.PathLike) -> Config:
-    """Return `source` if it is a Config, else load the config.yaml at that path."""
+def as_config(source: Config | str | os.PathLike | None) -> Config:
+    """Return `source` if it is a Config, else load the config.yaml at that path.
+
+    None loads ./config.yaml when it exists, else the defaults, as the `basic` command does.
+    """
+    if source is None:
+        return load_config(None)
     if isinstance(source, Config):
         return source
     if isinstance(source, (str, os.PathLike)):
