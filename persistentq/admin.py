@@ -30,16 +30,21 @@ def hooks_for(config: Config) -> JobHooks:
     return FilePipeline.for_config(config)
 
 
-def requeue_jobs(store: PersistentQStore, config: Config, job_ids: Iterable[int]) -> RequeueResult:
+def requeue_jobs(
+    store: PersistentQStore, config: Config, job_ids: Iterable[int], *, hooks: JobHooks | None = None
+) -> RequeueResult:
     """Queue failed or cancelled jobs again; each job is requeued or rejected with a reason.
 
     For file jobs, `<name>.failed` is renamed back first. The requeue then
     succeeds only if the cleaner has not marked the job discarded meanwhile,
     in which case the cleaner removes the file again. Raises JobNotFoundError
     for an unknown id before anything changes.
+    `hooks` are those of the consumer that ran the jobs, when its function
+    came from Python instead of the config.
     """
-    hooks = hooks_for(config)
-    file_jobs = not config.consumer.function
+    if hooks is None:
+        hooks = hooks_for(config)
+    file_jobs = isinstance(hooks, FilePipeline)
     result = RequeueResult()
     for job in [store.get(job_id) for job_id in job_ids]:
         try:

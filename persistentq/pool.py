@@ -69,6 +69,8 @@ class WorkerPool:
         self._locks_loop: asyncio.AbstractEventLoop | None = None
         self._draining: list[PersistentQInterface] = []
         self._paused_kinds: set[str] = set()
+        # Whether `start` starts a cleaner; `scale(cleaner=...)` changes it.
+        self.run_cleaner = True
 
     def __repr__(self) -> str:
         state = "running" if self._started else "stopped"
@@ -156,27 +158,45 @@ class WorkerPool:
             )
         self.bridge = AsyncStore(self.store)
         self.runner = SyncRunner(max_children=max(self.config.general.n_cons, 1))
-        self.cleaner = Cleaner(self.bridge, self.config, hooks=self.hooks)
-        if "cleaner" in self._paused_kinds:
-            self.cleaner.pause()
-        self.cleaner.start()
+        if self.run_cleaner:
+            self._start_cleaner()
         self._started = True
         await self.scale(n_prod=self.config.general.n_prod, n_cons=self.config.general.n_cons)
         log.info("pool started on %s, queue %r", self.store, self.config.general.queue)
 
-    async def scale(self, *, n_prod: int | None = None, n_cons: int | None = None) -> None:
-        """Start or stop workers until `n_prod` producers and `n_cons` consumers run."""
+    def _start_cleaner(self) -> None:
+        self.cleaner = Cleaner(self.bridge, self.config, hooks=self.hooks)
+        if "cleaner" in self._paused_kinds:
+            self.cleaner.pause()
+        self.cleaner.start()
+
+    async def scale(
+        self, *, n_prod: int | None = None, n_cons: int | None = None, cleaner: bool | None = None
+    ) -> None:
+        """Start or stop workers until `n_prod` producers and `n_cons` consumers run, with or without a cleaner."""
         if not self._started:
             raise RuntimeError("start the pool before scaling it")
         for name, value in (("n_prod", n_prod), ("n_cons", n_cons)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if cleaner is not None and not isinstance(cleaner, bool):
+            raise ValueError(f"cleaner must be True or False, got {cleaner!r}")
         async with self._lock:
             if n_cons is not None:
                 self.runner.resize(max(n_cons, 1))
                 await self._scale(self.consumers, n_cons, self._new_consumer)
             if n_prod is not None:
                 await self._scale(self.producers, n_prod, self._new_producer)
+            if cleaner is not None:
+                await self._scale_cleaner(cleaner)
+
+    async def _scale_cleaner(self, enabled: bool) -> None:
+        self.run_cleaner = enabled
+        if enabled and self.cleaner is None:
+            self._start_cleaner()
+        elif not enabled and self.cleaner is not None:
+            cleaner, self.cleaner = self.cleaner, None
+            await cleaner.stop()
 
     async def _scale(
         self, workers: list, target: int, create: Callable[[], PersistentQInterface]
@@ -255,7 +275,8 @@ class WorkerPool:
             try:
                 await asyncio.gather(*(worker.stop(grace_s) for worker in producers))
                 await asyncio.gather(*(worker.stop(grace_s) for worker in consumers))
-                await cleaner.stop(grace_s)
+                if cleaner is not None:
+                    await cleaner.stop(grace_s)
             finally:
                 self._draining = []
             await self.runner.aclose()
