@@ -113,6 +113,7 @@ class PersistentQPostgres(PersistentQStore):
         max_connections: int = 4,
         schema: str = DEFAULT_SCHEMA,
         synchronous: str = "normal",
+        create: bool = True,
     ) -> None:
         psycopg, psycopg_pool = _import_psycopg()
         if not SCHEMA_NAME.fullmatch(schema):
@@ -138,7 +139,7 @@ class PersistentQPostgres(PersistentQStore):
         self._claimed_queues: set[str] = set()
         self._closed = False
 
-        self._create_schema(psycopg)
+        self._create_schema(psycopg, create=create)
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -159,11 +160,16 @@ class PersistentQPostgres(PersistentQStore):
         reason = " ".join(str(exc).split()) or type(exc).__name__
         return DatabaseUnavailableError(
             f"cannot connect to the PostgreSQL database {self.display_url}: {reason}; "
-            "check general.database (postgresql://user@host:port/database) and that the server runs"
+            "check general.database or PERSISTENTQ_DATABASE (postgresql://user@host:port/database) "
+            "and that the server runs"
         )
 
-    def _create_schema(self, psycopg: Any) -> None:
-        """Create the schema and its tables if missing, under an advisory lock, on a connection of its own."""
+    def _create_schema(self, psycopg: Any, *, create: bool) -> None:
+        """Create the schema and its tables if missing, under an advisory lock, on a connection of its own.
+
+        Without `create`, a database without the schema raises StoreError
+        instead, so a command pointed at the wrong database changes nothing.
+        """
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         except (psycopg.Error, ValueError) as exc:
@@ -171,6 +177,12 @@ class PersistentQPostgres(PersistentQStore):
         try:
             with conn:
                 self._check_server(conn)
+                if not create and conn.execute(sql.SCHEMA_EXISTS, {"schema": self.schema}).fetchone() is None:
+                    raise StoreError(
+                        f"no queue in {self.display_url}: it has no schema {self.schema!r}; check "
+                        "general.database or PERSISTENTQ_DATABASE, or start the queue with basic run "
+                        "or basic enqueue"
+                    )
                 with conn.transaction():
                     conn.execute(sql.ADVISORY_XACT_LOCK, {"lock_name": f"persistentq schema {self.schema}"})
                     self._create_tables(conn)
