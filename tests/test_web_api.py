@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -507,3 +508,62 @@ def test_app_with_own_pool_reads_after_stop(tmp_path: Path) -> None:
 
     assert after_stop.status_code == 200
     assert pool.running is False
+
+
+# The database file vanishing under the app.
+
+
+def test_deleted_database_is_503_and_puts_nothing(client: TestClient, store: PersistentQStore) -> None:
+    """After the database file is deleted, reads and writes get 503 naming the restart, and no job goes to the lost file."""
+    assert client.post("/api/jobs", json={"payloads": ["before"]}).status_code == 201
+    database = client.app.state.dashboard.config.database_path
+    for path in database.parent.glob(database.name + "*"):
+        path.unlink()
+
+    enqueue = client.post("/api/jobs", json={"payloads": ["after"]})
+    counts = client.get("/api/counts")
+    jobs = client.get("/api/jobs")
+
+    assert_error(enqueue, 503, "deleted or replaced", "start it again")
+    assert_error(counts, 503, "deleted or replaced")
+    assert_error(jobs, 503, "deleted or replaced")
+    assert not database.exists()
+
+
+# Event streams.
+
+
+def test_event_streams_share_one_read(tmp_path: Path) -> None:
+    """Streams that ask for a snapshot at the same time with the same chart settings get one shared event."""
+    app = create_app(make_config(tmp_path), start_pool=False)
+    state = app.state.dashboard
+
+    async def twenty_streams() -> list[str]:
+        return await asyncio.gather(*(state.snapshot_event(interval_s=5, window_s=300) for _ in range(20)))
+
+    try:
+        events = asyncio.run(twenty_streams())
+    finally:
+        state.store.close()
+
+    assert events[0].startswith("event: snapshot\ndata: {")
+    assert all(event is events[0] for event in events)
+
+
+def test_stream_wait_ends_on_closing(tmp_path: Path) -> None:
+    """A stream waiting on a read or a pause stops waiting once the server begins to shut down."""
+    app = create_app(make_config(tmp_path), start_pool=False)
+    state = app.state.dashboard
+
+    async def wait_while_closing() -> object:
+        waiting = asyncio.ensure_future(state.until_closing(asyncio.sleep(60, result="slept")))
+        await asyncio.sleep(0.05)
+        state.closing.set()
+        return await asyncio.wait_for(waiting, 5)
+
+    try:
+        result = asyncio.run(wait_while_closing())
+    finally:
+        state.store.close()
+
+    assert result is None

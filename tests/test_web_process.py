@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +15,7 @@ from click.testing import CliRunner
 
 from persistentq.cli import main
 from persistentq.web.serve import _bind
+from persistentq.web.state import MAX_EVENT_STREAMS
 from web_support import WebApp, free_port, wait_until
 
 SLOW_FUNCTIONS = '''
@@ -99,6 +102,37 @@ def _first_snapshot(response: httpx.Response) -> dict:
         elif line.startswith("data: ") and event == "snapshot":
             return json.loads(line.removeprefix("data: "))
     raise AssertionError("the event stream ended before a snapshot")
+
+
+def test_event_streams_capped_and_end_on_sigint(tmp_path: Path) -> None:
+    """Past MAX_EVENT_STREAMS open streams a new one gets 503; a closed one frees its slot; SIGINT ends them all."""
+    app = WebApp(tmp_path / "app", SLOW_CONFIG, SLOW_FUNCTIONS)
+    limits = httpx.Limits(max_connections=MAX_EVENT_STREAMS + 8)
+    try:
+        with contextlib.ExitStack() as streams, httpx.Client(base_url=app.url, timeout=10, limits=limits) as client:
+            opened = [streams.enter_context(client.stream("GET", "/api/events")) for _ in range(MAX_EVENT_STREAMS)]
+            over = client.get("/api/events")
+            opened.pop().close()
+            wait_until(lambda: _stream_status(client) == 200)
+            started = time.monotonic()
+            code = app.stop()
+            stop_s = time.monotonic() - started
+    finally:
+        app.stop()
+
+    assert all(response.status_code == 200 for response in opened)
+    assert over.status_code == 503
+    assert "limit is" in over.json()["error"]
+    assert over.headers["retry-after"].isdigit()
+    assert code == 0, app.log()
+    assert stop_s < 15, f"stopping with {MAX_EVENT_STREAMS} open streams took {stop_s:.1f} s"
+    assert "Exception in ASGI application" not in app.log()
+
+
+def _stream_status(client: httpx.Client) -> int:
+    """Open an event stream, close it at once, and return its status."""
+    with client.stream("GET", "/api/events") as response:
+        return response.status_code
 
 
 def test_web_app_serves_page_and_rejects_foreign_host(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 
 from ..admin import purge_jobs, requeue_jobs
 from ..errors import InvalidStateError, PermanentJobError
@@ -25,8 +25,20 @@ from .state import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S, Dashboard, dashboard
 MAX_PAGE = 500
 MAX_BUCKETS = 2000
 
-ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422)}
-router = APIRouter(prefix="/api", responses=ERRORS)
+ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 503)}
+
+
+def check_store(request: Request) -> None:
+    """Raise StoreError (503) when the queue database was deleted or replaced since the app opened it.
+
+    Connections opened before a deletion keep reading and writing the deleted
+    file without an error, so without this check an enqueue would answer 201
+    and its jobs would be lost.
+    """
+    dashboard(request).store.check_health()
+
+
+router = APIRouter(prefix="/api", responses=ERRORS, dependencies=[Depends(check_store)])
 
 JobId = Annotated[int, Path(ge=1, le=MAX_JOB_ID, description="The job's id.")]
 IntervalS = Annotated[float, Query(gt=0, le=86400, allow_inf_nan=False,

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Config
-from ..errors import InvalidPayloadError, InvalidStateError, JobNotFoundError, PayloadTooLargeError
+from ..errors import InvalidPayloadError, InvalidStateError, JobNotFoundError, PayloadTooLargeError, StoreError
 from ..pool import WorkerPool
 from ..store.factory import open_store
 from . import api, events
@@ -40,6 +40,8 @@ ERROR_STATUSES: dict[type[Exception], int] = {
     InvalidStateError: 409,
     PayloadTooLargeError: 413,
     InvalidPayloadError: 422,
+    # The database is locked past the wait limit, deleted, or unreachable: a retry may work later.
+    StoreError: 503,
 }
 MAX_VALIDATION_ERRORS = 3
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from fastapi import Request
 
@@ -21,6 +23,11 @@ from .schemas import (
 STALE_STOPPED_S = 600
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_WINDOW_S = 300.0
+# Open event streams allowed at once. Each browser tab holds one, and more are
+# rejected with 503, so that scripts opening streams cannot starve the workers.
+MAX_EVENT_STREAMS = 32
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,6 +40,11 @@ class Dashboard:
     # Set when the server begins to shut down, so that event streams end and
     # uvicorn need not wait for them.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    open_streams: int = 0
+    # (interval_s, window_s) -> (monotonic start, task) of the latest snapshot event,
+    # which every stream with those chart settings shares.
+    _shared_events: dict[tuple[float, float], tuple[float, asyncio.Task[str]]] = field(
+        default_factory=dict, repr=False)
 
     @property
     def store(self) -> PersistentQStore:
@@ -83,12 +95,52 @@ class Dashboard:
     async def snapshot(self, *, interval_s: float, window_s: float) -> SnapshotOut:
         """Gather counts, pool, registry and throughput; store reads run off the event loop."""
         def read() -> tuple[CountsOut, list[RegisteredWorkerOut], ThroughputOut]:
+            self.store.check_health()
             counts = CountsOut.of(self.store.counts(queue=self.queue))
             return counts, self.registry(), self.throughput(interval_s=interval_s, window_s=window_s)
 
         counts, registry, throughput = await asyncio.to_thread(read)
         return SnapshotOut(time=time.time(), queue=self.queue, counts=counts, pool=self.pool_out(),
                            workers=registry, throughput=throughput)
+
+    async def snapshot_event(self, *, interval_s: float, window_s: float) -> str:
+        """Return a server-sent `snapshot` event, shared by every stream with the same chart settings.
+
+        One store read serves all streams for half of `events_interval_s`, so
+        the cost of the event streams does not grow with their number.
+        """
+        now = time.monotonic()
+        max_age_s = self.events_interval_s / 2
+        self._shared_events = {key: entry for key, entry in self._shared_events.items()
+                               if now - entry[0] < max_age_s}
+        key = (interval_s, window_s)
+        if key not in self._shared_events:
+            task = asyncio.ensure_future(self._event_text(interval_s=interval_s, window_s=window_s))
+            # Retrieve a failure even when every stream that waited on it has gone.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._shared_events[key] = (now, task)
+        # A stream that disconnects cancels its wait, not the read that other streams share.
+        return await asyncio.shield(self._shared_events[key][1])
+
+    async def _event_text(self, *, interval_s: float, window_s: float) -> str:
+        snapshot = await self.snapshot(interval_s=interval_s, window_s=window_s)
+        return f"event: snapshot\ndata: {snapshot.model_dump_json()}\n\n"
+
+    async def until_closing(self, work: Awaitable[T]) -> T | None:
+        """Await `work`, or cancel it and return None once the server begins to shut down."""
+        task = asyncio.ensure_future(work)
+        closing = asyncio.ensure_future(self.closing.wait())
+        try:
+            await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            closing.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        return None
 
 
 def dashboard(request: Request) -> Dashboard:
