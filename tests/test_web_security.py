@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from starlette.websockets import WebSocketDisconnect
 
 from persistentq.cli import main
 from persistentq.store.base import JobState, PersistentQStore
 from persistentq.web import create_app
-from persistentq.web.security import MAX_BODY_BYTES, TOKEN_COOKIE
+from persistentq.web.security import MAX_BODY_BYTES, TOKEN_COOKIE, WS_POLICY_VIOLATION
 from web_support import BASE_URL, PORT, TestClient, assert_error, make_config
 
 TOKEN = "s3cret token;="
@@ -106,6 +107,24 @@ def test_same_origin_or_no_origin_served(client: TestClient, store: PersistentQS
     assert len(store.jobs()) == 1
 
 
+@pytest.mark.parametrize("site", ["cross-site", "same-site", "CROSS-SITE"])
+def test_cross_site_fetch_without_origin_rejected(client: TestClient, store: PersistentQStore, site: str) -> None:
+    """A POST that a browser marks as sent by another origin's page gets 403 even without an Origin header."""
+    response = client.post("/api/jobs", json={"payloads": ["a"]}, headers={"sec-fetch-site": site})
+
+    assert_error(response, 403, "Sec-Fetch-Site")
+    assert store.jobs() == []
+
+
+@pytest.mark.parametrize("site", ["same-origin", "none"])
+def test_own_fetch_site_served(client: TestClient, store: PersistentQStore, site: str) -> None:
+    """A POST from the dashboard's own page, or typed by the user, is served."""
+    response = client.post("/api/jobs", json={"payloads": ["a"]}, headers={"sec-fetch-site": site})
+
+    assert response.status_code == 201, response.text
+    assert len(store.jobs()) == 1
+
+
 def test_cross_origin_read_gets_no_cors_grant(client: TestClient) -> None:
     """A cross-origin GET gets no Access-Control-Allow-Origin, so the browser hides the response."""
     response = client.get("/api/counts", headers={"origin": "http://evil.example"})
@@ -122,6 +141,15 @@ def test_preflight_gets_no_cors_grant(client: TestClient) -> None:
 
     assert response.status_code >= 400
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_websocket_with_foreign_host_closed(client: TestClient) -> None:
+    """A WebSocket handshake with a foreign Host is refused with a policy-violation close, not an HTTP reply."""
+    with pytest.raises(WebSocketDisconnect) as refused:
+        with client.websocket_connect("/api/events", headers={"host": f"evil.example:{PORT}"}):
+            pass
+
+    assert refused.value.code == WS_POLICY_VIOLATION
 
 
 def test_frames_and_sniffing_forbidden(client: TestClient) -> None:
@@ -216,6 +244,64 @@ def test_non_loopback_without_token_refuses_to_start(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "web.token" in result.output
     assert "0.0.0.0" in result.output
+
+
+@pytest.fixture()
+def busy_port() -> Iterator[int]:
+    """A loopback port held by a listening socket, so a check that let the app start would fail on it, not hang."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize("token, words", [
+    ("   ", ["whitespace"]), (" lead", ["whitespace"]), ("trail\n", ["whitespace"]),
+    ("p\u00e4sswort", ["U+00E4", "position 1"]), ("tab\tinside", ["U+0009"]),
+])
+def test_unusable_token_refuses_to_start(tmp_path: Path, busy_port: int, token: str, words: list[str]) -> None:
+    """A token that no Authorization header can carry stops basic web-app with exit 2, without echoing it."""
+    config = tmp_path / "config.yaml"
+    config.write_text("general:\n  primary_path: data\n  n_prod: 1\n")
+
+    result = CliRunner().invoke(main, ["web-app", "--config", str(config), "--port", str(busy_port)],
+                                env={"PERSISTENTQ_WEB_TOKEN": token})
+
+    assert result.exit_code == 2, result.output
+    assert "web.token" in result.output
+    for word in words:
+        assert word in result.output
+    if token.strip():
+        assert token.strip() not in result.output
+    assert not (tmp_path / "data" / "queue.sqlite3").exists()
+
+
+@pytest.mark.parametrize("host", ["http://127.0.0.1", "127.0.0.1:8080", " 127.0.0.1", "::1]", "[::1", "-bad-.example"])
+def test_malformed_host_refuses_to_start(tmp_path: Path, busy_port: int, host: str) -> None:
+    """A web.host that is no address or host name stops basic web-app with exit 2 naming it, before the queue opens."""
+    config = tmp_path / "config.yaml"
+    config.write_text("general:\n  primary_path: data\n  n_prod: 1\n")
+
+    result = CliRunner().invoke(main, ["web-app", "--config", str(config), "--host", host, "--port", str(busy_port)],
+                                env={"PERSISTENTQ_WEB_TOKEN": TOKEN.replace(" ", "")})
+
+    assert result.exit_code == 2, result.output
+    assert f"web.host {host!r} is not an IP address or host name" in result.output
+    assert "web.port" in result.output
+    assert not (tmp_path / "data" / "queue.sqlite3").exists()
+
+
+def test_unresolvable_host_refuses_to_start(tmp_path: Path) -> None:
+    """A host name that resolves to no address of this machine is a config error (exit 2), not a busy port."""
+    config = tmp_path / "config.yaml"
+    config.write_text("general:\n  primary_path: data\n  n_prod: 1\n")
+
+    result = CliRunner().invoke(main, ["web-app", "--config", str(config), "--host", "no-such-host.invalid",
+                                       "--port", "1"], env={"PERSISTENTQ_WEB_TOKEN": "token"})
+
+    assert result.exit_code == 2, result.output
+    assert "'no-such-host.invalid' is not an address of this machine" in result.output
+    assert not (tmp_path / "data" / "queue.sqlite3").exists()
 
 
 # Request size.
