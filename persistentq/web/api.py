@@ -32,7 +32,7 @@ def check_store(request: Request) -> None:
     """Raise StoreError (503) when the queue database was deleted or replaced since the app opened it.
 
     Connections opened before a deletion keep reading and writing the deleted
-    file without an error, so without this check an enqueue would answer 201
+    file without an error, so without this check an enqueue would return 201
     and its jobs would be lost.
     """
     dashboard(request).store.check_health()

@@ -150,7 +150,7 @@ class SecurityMiddleware:
             status, message = rejection
             self._log_rejection(scope, status, message)
             if scope["type"] == "websocket":
-                # Closing before accepting makes the server answer the handshake with 403.
+                # Closing before accepting makes the server reject the handshake with 403.
                 await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
             else:
                 await _send_error(send, status, message)

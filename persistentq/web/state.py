@@ -23,8 +23,8 @@ from .schemas import (
 STALE_STOPPED_S = 600
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_WINDOW_S = 300.0
-# Open event streams allowed at once. Each browser tab holds one, and more are
-# rejected with 503, so that scripts opening streams cannot starve the workers.
+# Open event streams allowed at once. Each browser tab keeps one open, and more
+# are rejected with 503, so that scripts opening streams cannot starve the workers.
 MAX_EVENT_STREAMS = 32
 
 T = TypeVar("T")

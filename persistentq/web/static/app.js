@@ -5,6 +5,12 @@
 
 const STATES = ["queued", "running", "done", "failed", "cancelled"];
 const PAGE_SIZE = 25;
+// The browser retries a dropped event stream by itself, but gives up for
+// good after an error status (such as 503 when too many streams are open).
+const RECONNECT_AFTER_ERROR_MS = 5000;
+// Control characters, bidirectional overrides and other invisible characters.
+// They are shown as \uXXXX so that a payload cannot hide or reorder its text.
+const INVISIBLE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g;
 
 const view = {
   offset: 0,
@@ -43,7 +49,7 @@ async function api(method, path, body) {
 
 function showMessage(text, kind) {
   const message = $("message");
-  message.textContent = text;
+  message.textContent = visible(text);
   message.dataset.kind = kind || "error";
   message.hidden = false;
 }
@@ -62,9 +68,15 @@ async function act(work, success) {
 
 // Small DOM helpers.
 
+function visible(text) {
+  if (text === null || text === undefined) return "";
+  return String(text).replace(INVISIBLE, (character) =>
+    `\\u${character.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 function cell(text, className) {
   const td = document.createElement("td");
-  td.textContent = text === null || text === undefined ? "" : String(text);
+  td.textContent = visible(text);
   if (className) td.className = className;
   return td;
 }
@@ -74,7 +86,7 @@ function stateCell(state) {
   const span = document.createElement("span");
   span.className = "state";
   span.dataset.state = state;
-  span.textContent = state;
+  span.textContent = visible(state);
   td.appendChild(span);
   return td;
 }
@@ -105,7 +117,7 @@ function formatAge(seconds) {
 // The snapshot: counts, chart, pool and registry.
 
 function renderSnapshot(snapshot) {
-  $("queue-name").textContent = `queue ${snapshot.queue}`;
+  $("queue-name").textContent = `queue ${visible(snapshot.queue)}`;
   for (const state of STATES) $(`count-${state}`).textContent = String(snapshot.counts[state]);
   renderPool(snapshot.pool);
   renderRegistry(snapshot.workers, snapshot.time);
@@ -231,7 +243,8 @@ function jobRow(job) {
   tr.dataset.id = String(job.id);
   tr.dataset.state = job.state;
   tr.dataset.selected = String(job.id === view.selectedJob);
-  const payload = job.payload_chars > job.payload.length ? `${job.payload}…` : job.payload;
+  // payload_chars counts code points, and JavaScript's length counts UTF-16 units.
+  const payload = job.payload_chars > Array.from(job.payload).length ? `${job.payload}…` : job.payload;
   const actions = document.createElement("td");
   if (job.state === "queued") {
     actions.appendChild(button("Cancel", "cancel", () => cancelJob(job.id)));
@@ -268,14 +281,14 @@ async function showJob(jobId) {
     const dt = document.createElement("dt");
     dt.textContent = name;
     const dd = document.createElement("dd");
-    dd.textContent = value === null || value === undefined ? "" : String(value);
+    dd.textContent = visible(value);
     items.push(dt, dd);
   }
   $("detail-fields").replaceChildren(...items);
 
-  $("detail-payload").textContent = job.payload;
-  $("detail-error").textContent = job.last_error || "";
-  $("detail-result").textContent = job.result || "";
+  $("detail-payload").textContent = visible(job.payload);
+  $("detail-error").textContent = visible(job.last_error);
+  $("detail-result").textContent = visible(job.result);
   $("detail-cancel").disabled = job.state !== "queued";
   $("detail-requeue").disabled = job.state !== "failed" && job.state !== "cancelled";
   for (const row of $("jobs").children) row.dataset.selected = String(row.dataset.id === String(job.id));
@@ -305,6 +318,9 @@ function connectEvents() {
   source.addEventListener("error", () => {
     $("connection").dataset.live = "false";
     $("connection").textContent = "reconnecting";
+    if (source.readyState === EventSource.CLOSED) {
+      setTimeout(() => { if (view.events === source) connectEvents(); }, RECONNECT_AFTER_ERROR_MS);
+    }
   });
   view.events = source;
 }
