@@ -433,6 +433,26 @@ def test_scale_stopped_pool_is_409(client: TestClient) -> None:
     assert client.get("/api/pool").json()["workers"] == []
 
 
+@pytest.mark.parametrize("body", [{"n_cons": True}, {"n_cons": "2"}, {"n_cons": 2.0}, {"n_prod": False}])
+def test_scale_other_json_type_is_422(client: TestClient, body: dict) -> None:
+    """A boolean, string or float worker count gets 422 instead of being read as a number, and nothing is scaled."""
+    client.post("/api/pool/start")
+
+    response = client.post("/api/pool/scale", json=body)
+
+    assert_error(response, 422, "valid integer")
+    pool = client.get("/api/pool").json()
+    assert (pool["producers"], pool["consumers"]) == (1, 1)
+
+
+@pytest.mark.parametrize("body", [{"payloads": ["a"], "priority": True}, {"payloads": ["a"], "priority": "5"},
+                                  {"payloads": ["a"], "delay_s": "1"}])
+def test_enqueue_other_json_type_is_422(client: TestClient, store: PersistentQStore, body: dict) -> None:
+    """A boolean or string priority or delay gets 422 and puts no job."""
+    assert_error(client.post("/api/jobs", json=body), 422)
+    assert store.jobs() == []
+
+
 @pytest.mark.parametrize("path, body", [
     ("/api/pool/scale", {"n_cons": 65}),
     ("/api/pool/scale", {"n_cons": -1}),
