@@ -14,6 +14,7 @@ from persistentq.files import FAILED_SUFFIX
 from persistentq.pool import WorkerPool
 from persistentq.store.base import MAX_PAYLOAD_BYTES, JobState, PersistentQStore, WorkerRecord
 from persistentq.web import create_app
+from persistentq.web.state import MAX_STOPPED_IN_SNAPSHOT
 from web_support import BASE_URL, TestClient, assert_error, make_config, wait_until
 
 
@@ -171,6 +172,24 @@ def test_workers_lists_registry_with_lost_flag(client: TestClient, store: Persis
     assert workers["alive"]["lost"] is False
     assert workers["silent"]["lost"] is True
     assert workers["silent"]["host"] == "host-b"
+
+
+def test_snapshot_keeps_recent_stopped_workers(client: TestClient, store: PersistentQStore) -> None:
+    """The snapshot lists every active worker but only the most recent stopped ones, and counts the rest."""
+    now = time.time()
+    store.register_worker(WorkerRecord("active", "consumer", "host-a", 11, "running", now, now))
+    extra = 5
+    for number in range(MAX_STOPPED_IN_SNAPSHOT + extra):
+        store.register_worker(WorkerRecord(f"stopped-{number}", "consumer", "host-a", 11, "stopped", now - 100,
+                                           now - number))
+
+    snapshot = client.get("/api/snapshot").json()
+    shown = {worker["id"] for worker in snapshot["workers"]}
+
+    assert "active" in shown
+    assert shown - {"active"} == {f"stopped-{number}" for number in range(MAX_STOPPED_IN_SNAPSHOT)}
+    assert snapshot["stopped_not_shown"] == extra
+    assert len(client.get("/api/workers").json()) == MAX_STOPPED_IN_SNAPSHOT + extra + 1
 
 
 def test_throughput_counts_done_and_failed(client: TestClient, store: PersistentQStore) -> None:

@@ -19,7 +19,7 @@ import pytest
 from external import CHROMIUM_ARGS, chromium_executable
 from persistentq.store.base import WorkerRecord
 from persistentq.store.sqlite import PersistentQSQLite
-from persistentq.web.state import MAX_EVENT_STREAMS
+from persistentq.web.state import MAX_EVENT_STREAMS, MAX_STOPPED_IN_SNAPSHOT
 from web_support import WebApp, wait_until
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -291,3 +291,20 @@ def test_stream_reconnects_after_503(browser_context, web_app: WebApp) -> None:
         assert tab.evaluate("window.__loadedOnce") is True
     finally:
         tab.close()
+
+
+def test_many_stopped_workers_summarized(page, web_app: WebApp) -> None:
+    """Past MAX_STOPPED_IN_SNAPSHOT stopped workers, the registry table stops growing and a note counts the rest."""
+    now = time.time()
+    store = PersistentQSQLite(web_app.workdir / "data" / "queue.sqlite3")
+    try:
+        for number in range(MAX_STOPPED_IN_SNAPSHOT + 3):
+            store.register_worker(WorkerRecord(f"old-{number}", "consumer", "elsewhere", 1, "stopped",
+                                               now - 60, now - 30))
+    finally:
+        store.close()
+
+    page.wait_for_selector("#registry-more:not([hidden])")
+
+    assert "more stopped workers" in page.text_content("#registry-more")
+    assert page.locator("#registry tr", has_text="stopped").count() == MAX_STOPPED_IN_SNAPSHOT

@@ -230,5 +230,8 @@ class SnapshotOut(BaseModel):
     queue: str
     counts: CountsOut
     pool: PoolOut
-    workers: list[RegisteredWorkerOut]
+    workers: list[RegisteredWorkerOut] = Field(
+        description="Every worker that is not stopped, and the most recently stopped ones.")
+    stopped_not_shown: int = Field(
+        default=0, description="Stopped workers left out of `workers`; GET /api/workers lists them all.")
     throughput: ThroughputOut

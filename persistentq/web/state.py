@@ -21,6 +21,9 @@ from .schemas import (
 
 # Workers that stopped longer ago than this are left out of the registry list.
 STALE_STOPPED_S = 600
+# Stopped workers in each snapshot. Scaling up and down registers new workers
+# each time, and a page that redrew thousands of rows every second lagged.
+MAX_STOPPED_IN_SNAPSHOT = 20
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_WINDOW_S = 300.0
 # Open event streams allowed at once. Each browser tab keeps one open, and more
@@ -100,8 +103,14 @@ class Dashboard:
             return counts, self.registry(), self.throughput(interval_s=interval_s, window_s=window_s)
 
         counts, registry, throughput = await asyncio.to_thread(read)
+        active = [worker for worker in registry if worker.state != "stopped"]
+        stopped = sorted((worker for worker in registry if worker.state == "stopped"),
+                         key=lambda worker: worker.heartbeat_at, reverse=True)
+        shown = {id(worker) for worker in [*active, *stopped[:MAX_STOPPED_IN_SNAPSHOT]]}
         return SnapshotOut(time=time.time(), queue=self.queue, counts=counts, pool=self.pool_out(),
-                           workers=registry, throughput=throughput)
+                           workers=[worker for worker in registry if id(worker) in shown],
+                           stopped_not_shown=max(0, len(stopped) - MAX_STOPPED_IN_SNAPSHOT),
+                           throughput=throughput)
 
     async def snapshot_event(self, *, interval_s: float, window_s: float) -> str:
         """Return a server-sent `snapshot` event, shared by every stream with the same chart settings.

@@ -120,7 +120,7 @@ function renderSnapshot(snapshot) {
   $("queue-name").textContent = `queue ${visible(snapshot.queue)}`;
   for (const state of STATES) $(`count-${state}`).textContent = String(snapshot.counts[state]);
   renderPool(snapshot.pool);
-  renderRegistry(snapshot.workers, snapshot.time);
+  renderRegistry(snapshot.workers, snapshot.time, snapshot.stopped_not_shown);
   renderChart(snapshot.throughput, snapshot.time);
 
   const counts = JSON.stringify(snapshot.counts);
@@ -156,7 +156,7 @@ function renderPool(pool) {
   $("pool-workers").replaceChildren(...rows);
 }
 
-function renderRegistry(workers, now) {
+function renderRegistry(workers, now, stoppedNotShown) {
   const rows = workers.map((worker) => {
     const tr = document.createElement("tr");
     tr.append(cell(worker.id, "text"), cell(worker.kind), cell(worker.host, "text"), cell(worker.pid, "number"),
@@ -165,6 +165,9 @@ function renderRegistry(workers, now) {
     return tr;
   });
   $("registry").replaceChildren(...rows);
+  const more = $("registry-more");
+  more.textContent = stoppedNotShown ? `and ${stoppedNotShown} more stopped workers (GET /api/workers lists them)` : "";
+  more.hidden = !stoppedNotShown;
 }
 
 function renderChart(throughput, now) {
