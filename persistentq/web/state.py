@@ -106,9 +106,9 @@ class Dashboard:
         active = [worker for worker in registry if worker.state != "stopped"]
         stopped = sorted((worker for worker in registry if worker.state == "stopped"),
                          key=lambda worker: worker.heartbeat_at, reverse=True)
-        shown = {id(worker) for worker in [*active, *stopped[:MAX_STOPPED_IN_SNAPSHOT]]}
+        listed_ids = {id(worker) for worker in [*active, *stopped[:MAX_STOPPED_IN_SNAPSHOT]]}
         return SnapshotOut(time=time.time(), queue=self.queue, counts=counts, pool=self.pool_out(),
-                           workers=[worker for worker in registry if id(worker) in shown],
+                           workers=[worker for worker in registry if id(worker) in listed_ids],
                            stopped_not_shown=max(0, len(stopped) - MAX_STOPPED_IN_SNAPSHOT),
                            throughput=throughput)
 
