@@ -287,6 +287,20 @@ def test_enqueue_oversize_body_is_413(client: TestClient, store: PersistentQStor
     assert store.jobs() == []
 
 
+@pytest.mark.parametrize("content, words", [
+    (b'{"payloads": ["\xff"]}', ["utf-8", "position"]),
+    ('{"payloads": ' + "[" * 100_000 + "]" * 100_000 + "}", ["recursion"]),
+    ('{"payloads": ["a"], "priority": ' + "9" * 5000 + "}", ["digits"]),
+])
+def test_undecodable_body_names_reason(client: TestClient, store: PersistentQStore, content: str | bytes,
+                                       words: list[str]) -> None:
+    """A body that the JSON decoder fails on (bad UTF-8, deep nesting, a huge integer) gets 400 naming why."""
+    response = client.post("/api/jobs", content=content, headers={"content-type": "application/json"})
+
+    assert_error(response, 400, "not valid JSON", *words)
+    assert store.jobs() == []
+
+
 @pytest.mark.parametrize("content", ['{"payloads": ["a"', "not json", '{"payloads": ["\\ud800"]}', ""])
 def test_enqueue_malformed_json_changes_nothing(client: TestClient, store: PersistentQStore, content: str) -> None:
     """Malformed JSON, a lone surrogate or an empty body gets 400 or 422 and puts no job."""

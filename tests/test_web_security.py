@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from persistentq.cli import main
 from persistentq.store.base import JobState, PersistentQStore
 from persistentq.web import create_app
 from persistentq.web.security import MAX_BODY_BYTES, TOKEN_COOKIE, WS_POLICY_VIOLATION
+from persistentq.web.serve import check_web_settings
 from web_support import BASE_URL, PORT, TestClient, assert_error, make_config
 
 TOKEN = "s3cret token;="
@@ -274,6 +276,19 @@ def test_unusable_token_refuses_to_start(tmp_path: Path, busy_port: int, token: 
     if token.strip():
         assert token.strip() not in result.output
     assert not (tmp_path / "data" / "queue.sqlite3").exists()
+
+
+@pytest.mark.parametrize("token, warned", [("short", True), ("x" * 15, True), ("x" * 16, False), ("", False)])
+def test_short_token_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture, token: str, warned: bool) -> None:
+    """A token under 16 characters is served but logged as easy to guess, without the token itself."""
+    config = make_config(tmp_path, web={"port": PORT, "token": token})
+
+    with caplog.at_level(logging.WARNING, logger="persistentq.web.serve"):
+        check_web_settings(config)
+
+    assert ("web.token has only" in caplog.text) is warned
+    if token:
+        assert token not in caplog.text
 
 
 @pytest.mark.parametrize("host", ["http://127.0.0.1", "127.0.0.1:8080", " 127.0.0.1", "::1]", "[::1", "-bad-.example"])

@@ -128,6 +128,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI raises a bare "error parsing the body" from the decoder's error, such as
+            # invalid UTF-8, nesting deeper than the recursion limit, or an integer of over 4300 digits.
+            return _error(400, f"request body is not valid JSON: {exc.__cause__}"[:300])
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)

@@ -31,6 +31,8 @@ REQUEST_GRACE_S = 5
 # A DNS name: dot-separated labels of letters, digits and inner hyphens, up to 63 characters each.
 HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 MAX_HOST_NAME_CHARS = 253
+# Shorter tokens get a warning, because the app does not slow down repeated wrong guesses.
+MIN_TOKEN_CHARS = 16
 
 
 class _Server(uvicorn.Server):
@@ -75,6 +77,9 @@ def check_web_settings(config: Config) -> None:
             f"{prefix}web.token (or PERSISTENTQ_WEB_TOKEN) {problem}; choose a token of printable "
             f"ASCII characters, such as the output of: {TOKEN_HINT}"
         )
+    if 0 < len(config.web.token) < MIN_TOKEN_CHARS:
+        log.warning("web.token has only %d characters, and nothing slows down repeated guesses; use %d or "
+                    "more, such as the output of: %s", len(config.web.token), MIN_TOKEN_CHARS, TOKEN_HINT)
 
 
 def _is_host(host: str) -> bool:
