@@ -6,6 +6,7 @@ import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
@@ -210,6 +211,17 @@ def test_token_link_sets_cookie(token_client: TestClient) -> None:
     assert "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie
     assert token_client.get("/api/counts").status_code == 200
+
+
+def test_token_cookie_found_among_same_name(token_client: TestClient) -> None:
+    """A same-named cookie that another site on this host set first does not hide the right one."""
+    right = quote(TOKEN, safe="")
+
+    response = token_client.get("/api/counts", headers={"cookie": f"{TOKEN_COOKIE}=planted; {TOKEN_COOKIE}={right}"})
+    wrong_only = token_client.get("/api/counts", headers={"cookie": f"{TOKEN_COOKIE}=planted"})
+
+    assert response.status_code == 200, response.text
+    assert_error(wrong_only, 401)
 
 
 def test_token_in_query_only_on_page(token_client: TestClient) -> None:

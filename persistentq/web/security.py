@@ -205,8 +205,10 @@ class SecurityMiddleware:
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and self.policy.token_matches(credentials.strip()):
             return True
-        cookie = _cookie(headers.get("cookie", ""), TOKEN_COOKIE)
-        if cookie is not None and self.policy.token_matches(unquote(cookie)):
+        # Every cookie of that name counts: another site on this host name (any port) can
+        # set one with a longer Path, which the browser then sends first.
+        cookies = _cookies(headers.get("cookie", ""), TOKEN_COOKIE)
+        if any(self.policy.token_matches(unquote(cookie)) for cookie in cookies):
             return True
         return self._sets_token_cookie(scope)
 
@@ -223,12 +225,13 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
 
 
-def _cookie(header: str, name: str) -> str | None:
+def _cookies(header: str, name: str) -> list[str]:
+    values = []
     for part in header.split(";"):
         key, _, value = part.strip().partition("=")
         if key == name:
-            return value
-    return None
+            values.append(value)
+    return values
 
 
 async def _send_error(send: Send, status: int, message: str) -> None:
@@ -243,6 +246,8 @@ async def _redirect_with_cookie(send: Send, scope: Scope, token: str) -> None:
     query = {key: values for key, values in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()
              if key != "token"}
     location = "/" + (f"?{urlencode(query, doseq=True)}" if query else "")
+    # NOTE: browsers send cookies to every port of a host name, so other web servers on
+    # this host receive the token too. Without HTTPS, no cookie attribute prevents that.
     cookie = f"{TOKEN_COOKIE}={quote(token, safe='')}; Path=/; HttpOnly; SameSite=Strict"
     headers = [(b"location", location.encode("latin-1")), (b"set-cookie", cookie.encode("latin-1")),
                (b"content-length", b"0")]
