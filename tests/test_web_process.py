@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import signal
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
@@ -17,6 +19,9 @@ from persistentq.cli import main
 from persistentq.web.serve import _bind
 from persistentq.web.state import MAX_EVENT_STREAMS
 from web_support import WebApp, free_port, wait_until
+
+# AnyIO's default number of worker threads, which run FastAPI's plain-function routes.
+THREAD_POOL_SIZE = 40
 
 SLOW_FUNCTIONS = '''
 import asyncio
@@ -127,6 +132,36 @@ def test_event_streams_capped_and_end_on_sigint(tmp_path: Path) -> None:
     assert code == 0, app.log()
     assert stop_s < 15, f"stopping with {MAX_EVENT_STREAMS} open streams took {stop_s:.1f} s"
     assert "Exception in ASGI application" not in app.log()
+
+
+def test_pool_controls_work_while_database_locked(tmp_path: Path) -> None:
+    """While another process holds the write lock and blocked enqueues fill the thread pool, pause still works."""
+    app = WebApp(tmp_path / "app", SLOW_CONFIG, SLOW_FUNCTIONS)
+    blocked_posts = THREAD_POOL_SIZE + 5
+    lock = sqlite3.connect(tmp_path / "app" / "data" / "queue.sqlite3", isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        with concurrent.futures.ThreadPoolExecutor(blocked_posts) as senders, \
+                httpx.Client(base_url=app.url, timeout=60, limits=httpx.Limits(max_connections=100)) as client:
+            posts = [senders.submit(client.post, "/api/jobs", json={"payloads": [f"p{number}"]})
+                     for number in range(blocked_posts)]
+            try:
+                time.sleep(1)  # the posts reach the server and wait for the lock
+                pause = client.post("/api/pool/pause", json={"kind": "consumer"}, timeout=10)
+                pool = client.get("/api/pool", timeout=10)
+                still_waiting = sum(not post.done() for post in posts)
+            finally:
+                lock.execute("ROLLBACK")
+            statuses = [post.result().status_code for post in posts]
+    finally:
+        lock.close()
+        code = app.stop()
+
+    assert pause.status_code == 200, pause.text
+    assert pool.json()["paused"] == ["consumer"]
+    assert still_waiting == blocked_posts
+    assert statuses == [201] * blocked_posts
+    assert code == 0, app.log()
 
 
 def _stream_status(client: httpx.Client) -> int:

@@ -35,10 +35,13 @@ def check_store(request: Request) -> None:
     file without an error, so without this check an enqueue would return 201
     and its jobs would be lost.
     """
-    dashboard(request).store.check_health()
+    request.app.state.dashboard.store.check_health()
 
 
 router = APIRouter(prefix="/api", responses=ERRORS, dependencies=[Depends(check_store)])
+# The pool routes skip check_store because FastAPI would run it in its thread pool, and
+# they must keep working while blocked store calls (a database lock) fill that pool.
+pool_router = APIRouter(prefix="/api/pool", responses=ERRORS)
 
 JobId = Annotated[int, Path(ge=1, le=MAX_JOB_ID, description="The job's id.")]
 IntervalS = Annotated[float, Query(gt=0, le=86400, allow_inf_nan=False,
@@ -183,37 +186,37 @@ def purge(state: State, request: Annotated[PurgeIn, Body()] = PurgeIn()) -> Purg
 # The pool of this process.
 
 
-@router.get("/pool", response_model=PoolOut, summary="The workers of this process")
+@pool_router.get("", response_model=PoolOut, summary="The workers of this process")
 async def get_pool(state: State) -> PoolOut:
     return state.pool_out()
 
 
-@router.post("/pool/start", response_model=PoolOut, summary="Start the configured workers")
+@pool_router.post("/start", response_model=PoolOut, summary="Start the configured workers")
 async def start_pool(state: State) -> PoolOut:
     await state.pool.start()
     return state.pool_out()
 
 
-@router.post("/pool/stop", response_model=PoolOut,
+@pool_router.post("/stop", response_model=PoolOut,
              summary="Stop every worker gracefully; running jobs finish or go back to the queue")
 async def stop_pool(state: State) -> PoolOut:
     await state.pool.stop()
     return state.pool_out()
 
 
-@router.post("/pool/pause", response_model=PoolOut, summary="Pause the workers of one kind, or all")
+@pool_router.post("/pause", response_model=PoolOut, summary="Pause the workers of one kind, or all")
 async def pause_pool(state: State, request: Annotated[KindIn, Body()] = KindIn()) -> PoolOut:
     state.pool.pause(request.kind)
     return state.pool_out()
 
 
-@router.post("/pool/resume", response_model=PoolOut, summary="Resume the workers of one kind, or all")
+@pool_router.post("/resume", response_model=PoolOut, summary="Resume the workers of one kind, or all")
 async def resume_pool(state: State, request: Annotated[KindIn, Body()] = KindIn()) -> PoolOut:
     state.pool.resume(request.kind)
     return state.pool_out()
 
 
-@router.post("/pool/scale", response_model=PoolOut, summary="Run this many producers and consumers")
+@pool_router.post("/scale", response_model=PoolOut, summary="Run this many producers and consumers")
 async def scale_pool(state: State, request: ScaleIn) -> PoolOut:
     try:
         await state.pool.scale(n_prod=request.n_prod, n_cons=request.n_cons)

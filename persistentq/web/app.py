@@ -89,6 +89,7 @@ def create_app(
     )
     app.state.dashboard = state
     app.include_router(api.router)
+    app.include_router(api.pool_router)
     app.include_router(events.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/", index, include_in_schema=False)

@@ -152,6 +152,10 @@ class Dashboard:
         return None
 
 
-def dashboard(request: Request) -> Dashboard:
-    """Return the Dashboard of the app that serves `request`; a FastAPI dependency."""
+async def dashboard(request: Request) -> Dashboard:
+    """Return the Dashboard of the app that serves `request`; a FastAPI dependency.
+
+    It is a coroutine so that FastAPI calls it on the event loop: a plain
+    function would wait for a thread of the pool that blocked store calls may fill.
+    """
     return request.app.state.dashboard
