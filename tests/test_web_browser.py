@@ -308,3 +308,61 @@ def test_many_stopped_workers_summarized(page, web_app: WebApp) -> None:
 
     assert "more stopped workers" in page.text_content("#registry-more")
     assert page.locator("#registry tr", has_text="stopped").count() == MAX_STOPPED_IN_SNAPSHOT
+
+
+def test_slow_old_search_does_not_replace_rows(page, web_app: WebApp) -> None:
+    """A search response that arrives after a newer one leaves the newer search's rows in the table."""
+    # Every worker pauses, so no count changes and no update refreshes the table behind the test.
+    web_app.client.post("/api/pool/pause", json={})
+    [old_id, new_id] = web_app.client.post("/api/jobs", json={"payloads": ["slowsearch", "fastsearch"]}).json()["ids"]
+    queued = web_app.client.get("/api/counts").json()["queued"]
+    page.wait_for_function(f"Number(document.querySelector('#count-queued').textContent) === {queued}")
+    held = []
+
+    def held_search(url: str) -> bool:
+        return "/api/jobs?" in url and "search=slowsearch" in url
+
+    def hold(route) -> None:
+        held.append(route)
+
+    page.route(held_search, hold)
+
+    page.fill("#filter-search", "slowsearch")
+    # Playwright runs route handlers only inside its own calls, so the wait is a Playwright wait.
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the page sent no search request"
+    page.fill("#filter-search", "fastsearch")
+    page.wait_for_function(f"document.querySelectorAll('#jobs tr').length === 1 && "
+                           f"document.querySelector(\"#jobs tr[data-id='{new_id}']\") !== null")
+    held[0].continue_()
+    page.wait_for_timeout(500)
+
+    assert page.locator(f"#jobs tr[data-id='{new_id}']").count() == 1
+    assert page.locator(f"#jobs tr[data-id='{old_id}']").count() == 0
+    page.unroute(held_search)
+    resume_all(web_app)
+
+
+def test_purged_job_detail_closes(browser_context, web_app: WebApp) -> None:
+    """The detail view of a job that a purge deleted closes with one message instead of failing on every update."""
+    resume_all(web_app)
+    [job_id] = web_app.client.post("/api/jobs", json={"payloads": ["purged soon"]}).json()["ids"]
+    wait_until(lambda: web_app.client.get(f"/api/jobs/{job_id}").json()["state"] == "done")
+    # Its own tab, because the 404 of the purged job shows as a console error, which the page fixture rejects.
+    tab = browser_context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    try:
+        tab.goto(web_app.url + "/")
+        tab.fill("#filter-search", "purged soon")
+        tab.locator(f"#jobs tr[data-id='{job_id}']").click()
+        tab.wait_for_selector("#detail", state="visible")
+
+        web_app.client.post("/api/purge", json={"states": ["done"]})
+
+        tab.wait_for_selector("#detail", state="hidden")
+        assert f"no job with id {job_id}" in tab.text_content("#message")
+    finally:
+        tab.close()

@@ -20,6 +20,11 @@ const view = {
   lastCounts: null,
   pool: null,
   events: null,
+  // Numbers of the latest jobs-page and job-detail requests. A response that
+  // arrives after a newer request was sent is dropped, so a slow response to an
+  // old search cannot replace the rows of the current one.
+  jobsRequest: 0,
+  detailRequest: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -226,13 +231,15 @@ async function refreshJobs() {
   const query = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(view.offset) });
   if (view.state) query.set("state", view.state);
   if (view.search) query.set("search", view.search);
+  const request = ++view.jobsRequest;
   let page;
   try {
     page = await api("GET", `/api/jobs?${query}`);
   } catch (error) {
-    showMessage(error.message, "error");
+    if (request === view.jobsRequest) showMessage(error.message, "error");
     return;
   }
+  if (request !== view.jobsRequest) return;
   const rows = page.jobs.map(jobRow);
   $("jobs").replaceChildren(...rows);
   const last = page.offset + page.jobs.length;
@@ -261,13 +268,18 @@ function jobRow(job) {
 }
 
 async function showJob(jobId) {
+  const request = ++view.detailRequest;
   let job;
   try {
     job = await api("GET", `/api/jobs/${jobId}`);
   } catch (error) {
+    if (request !== view.detailRequest) return;
     showMessage(error.message, "error");
+    // A purged job would fail again on every update, so its detail view closes.
+    if (view.selectedJob === jobId) closeDetail();
     return;
   }
+  if (request !== view.detailRequest) return;
 
   view.selectedJob = job.id;
   $("detail").hidden = false;
@@ -295,6 +307,12 @@ async function showJob(jobId) {
   $("detail-cancel").disabled = job.state !== "queued";
   $("detail-requeue").disabled = job.state !== "failed" && job.state !== "cancelled";
   for (const row of $("jobs").children) row.dataset.selected = String(row.dataset.id === String(job.id));
+}
+
+function closeDetail() {
+  view.selectedJob = null;
+  view.detailRequest += 1;
+  $("detail").hidden = true;
 }
 
 function cancelJob(jobId) {
@@ -393,10 +411,7 @@ function bindJobControls() {
 }
 
 function bindDetailControls() {
-  $("detail-close").addEventListener("click", () => {
-    view.selectedJob = null;
-    $("detail").hidden = true;
-  });
+  $("detail-close").addEventListener("click", closeDetail);
   $("detail-cancel").addEventListener("click", () => view.selectedJob !== null && cancelJob(view.selectedJob));
   $("detail-requeue").addEventListener("click", () => view.selectedJob !== null && requeueJob(view.selectedJob));
 }
