@@ -90,8 +90,8 @@ def test_cross_origin_pool_stop_rejected(client: TestClient) -> None:
 
 def test_cross_origin_purge_and_requeue_rejected(client: TestClient, store: PersistentQStore) -> None:
     """Cross-origin purge and cancel are rejected and leave the jobs as they were."""
-    client.post("/api/pool/pause", json={"kind": "consumer"})
-    job_id = store.put("a")
+    # The delay keeps the job from any consumer, because a consumer turn that began before a pause may still claim it.
+    job_id = store.put("a", delay_s=3600)
     evil = {"origin": "http://evil.example"}
 
     assert_error(client.post(f"/api/jobs/{job_id}/cancel", headers=evil), 403)
