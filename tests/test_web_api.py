@@ -14,6 +14,7 @@ from persistentq.files import FAILED_SUFFIX
 from persistentq.pool import WorkerPool
 from persistentq.store.base import MAX_PAYLOAD_BYTES, JobState, PersistentQStore, WorkerRecord
 from persistentq.web import create_app
+from persistentq.web.api import failed_ids
 from persistentq.web.state import MAX_STOPPED_IN_SNAPSHOT
 from web_support import BASE_URL, TestClient, assert_error, make_config, wait_until
 
@@ -382,6 +383,16 @@ def test_requeue_all_failed(client: TestClient, store: PersistentQStore) -> None
     assert body["rejected"] == {}
     assert store.get(done).state == JobState.DONE
     assert store.counts()[JobState.QUEUED] == 2
+
+
+def test_failed_ids_reads_every_page(client: TestClient, store: PersistentQStore) -> None:
+    """failed_ids collects the ids of failed jobs across pages smaller than their number, and nothing else."""
+    failed = [failed_job(store, f"f{number}") for number in range(5)]
+    done_job(store, "d")
+
+    ids = failed_ids(client.app.state.dashboard, page_size=2)
+
+    assert sorted(ids) == sorted(failed)
 
 
 def test_purge_chosen_states(client: TestClient, store: PersistentQStore) -> None:

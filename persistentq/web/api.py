@@ -163,17 +163,21 @@ def requeue_job(state: State, job_id: JobId) -> Job:
 
 @router.post("/jobs/requeue-failed", response_model=RequeueOut, summary="Queue every failed job again")
 def requeue_failed(state: State) -> RequeueOut:
-    ids = [job.id for job in all_failed(state)]
+    ids = failed_ids(state)
     result = requeue_jobs(state.store, state.config, ids)
     return RequeueOut(requeued=result.requeued, rejected=result.rejected)
 
 
-def all_failed(state: Dashboard, page_size: int = 10_000) -> list[Job]:
-    """Return every failed job of the dashboard's queue, reading in pages."""
-    found: list[Job] = []
-    while page := state.store.jobs(queue=state.queue, state=JobState.FAILED, limit=page_size, offset=len(found)):
-        found += page
-    return found
+def failed_ids(state: Dashboard, page_size: int = 1000) -> list[int]:
+    """Return the ids of every failed job of the dashboard's queue.
+
+    Only the ids are kept, and pages are small, because each job of a page
+    carries its payload (up to 1 MiB).
+    """
+    ids: list[int] = []
+    while page := state.store.jobs(queue=state.queue, state=JobState.FAILED, limit=page_size, offset=len(ids)):
+        ids += [job.id for job in page]
+    return ids
 
 
 @router.post("/purge", response_model=PurgeOut, summary="Delete finished jobs")
