@@ -9,6 +9,7 @@ import signal
 import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -162,6 +163,35 @@ def test_pool_controls_work_while_database_locked(tmp_path: Path) -> None:
     assert still_waiting == blocked_posts
     assert statuses == [201] * blocked_posts
     assert code == 0, app.log()
+
+
+def test_stream_reports_deleted_database(tmp_path: Path) -> None:
+    """Once the database file is deleted, an open event stream sends one problem event naming it, not old numbers."""
+    app = WebApp(tmp_path / "app", SLOW_CONFIG, SLOW_FUNCTIONS)
+    try:
+        with httpx.Client(base_url=app.url, timeout=10) as stream, stream.stream("GET", "/api/events") as events:
+            lines = events.iter_lines()
+            first = _next_event(lines, "snapshot")
+            for path in (tmp_path / "app" / "data").glob("queue.sqlite3*"):
+                path.unlink()
+            problem = _next_event(lines, "problem")
+    finally:
+        app.stop()
+
+    assert first["counts"]["queued"] == 0
+    assert "deleted or replaced" in problem["error"]
+    assert "start it again" in problem["error"]
+
+
+def _next_event(lines: Iterator[str], name: str) -> dict:
+    """Read the lines of server-sent events until the next event called `name` and return its data."""
+    event = None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event == name:
+            return json.loads(line.removeprefix("data: "))
+    raise AssertionError(f"the event stream ended before a {name} event")
 
 
 def _stream_status(client: httpx.Client) -> int:

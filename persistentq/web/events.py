@@ -1,7 +1,9 @@
 """The dashboard's live updates: a server-sent event stream of snapshots.
 
 Each event is `event: snapshot` with the JSON of SnapshotOut, sent every
-`events_interval_s` seconds while the client stays connected. Streams with
+`events_interval_s` seconds while the client stays connected. When reading
+the queue fails, one `event: problem` with {"error": "..."} is sent instead,
+and snapshots resume once reading works again. Streams with
 the same chart settings share one store read. At most MAX_EVENT_STREAMS
 streams are open at once; more get 503. The stream ends when the server
 begins to shut down, so a browser left open does not hold the shutdown up.
@@ -10,6 +12,7 @@ begins to shut down, so a browser left open does not hold the shutdown up.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -68,10 +71,12 @@ async def snapshots(state: Dashboard, *, interval_s: float, window_s: float) -> 
             event = await state.until_closing(state.snapshot_event(interval_s=interval_s, window_s=window_s))
         except Exception as exc:
             # A failed read (a locked or vanished database) skips one event and the next one tries
-            # again. Only the first failure in a row is logged, so a stream does not flood the log.
+            # again. Only the first failure in a row is logged and sent, so a stream does not flood
+            # the log, and the page does not go on showing old numbers as live.
             if not failing:
                 log.warning("event stream: could not read the queue, retrying every %g s: %s",
                             state.events_interval_s, exc)
+                yield f"event: problem\ndata: {json.dumps({'error': f'reading the queue failed: {exc}'})}\n\n"
             failing = True
         else:
             if event is None:

@@ -331,7 +331,16 @@ function connectEvents() {
   if (view.events) view.events.close();
   const [interval, window] = $("interval").value.split(",");
   const source = new EventSource(`/api/events?interval_s=${interval}&window_s=${window}`);
-  source.addEventListener("snapshot", (event) => renderSnapshot(JSON.parse(event.data)));
+  source.addEventListener("snapshot", (event) => {
+    $("connection").dataset.live = "true";
+    $("connection").textContent = "live";
+    renderSnapshot(JSON.parse(event.data));
+  });
+  source.addEventListener("problem", (event) => {
+    $("connection").dataset.live = "false";
+    $("connection").textContent = "not updating";
+    showMessage(JSON.parse(event.data).error, "error");
+  });
   source.addEventListener("open", () => {
     $("connection").dataset.live = "true";
     $("connection").textContent = "live";
