@@ -366,3 +366,14 @@ def test_purged_job_detail_closes(browser_context, web_app: WebApp) -> None:
         assert f"no job with id {job_id}" in tab.text_content("#message")
     finally:
         tab.close()
+
+
+def test_requeue_summary_names_rejections(page) -> None:
+    """A requeue that rejected jobs reports how many, the first job's reason, as an error."""
+    accepted = page.evaluate("requeueSummary({requeued: [1, 2], rejected: {}})")
+    partial = page.evaluate(
+        "requeueSummary({requeued: [1], rejected: {'7': 'its input file is gone', '9': 'gone too'}})"
+    )
+
+    assert accepted == ["requeued 2 jobs", "info"]
+    assert partial == ["requeued 1 jobs, rejected 2: job 7: its input file is gone (and 1 more)", "error"]

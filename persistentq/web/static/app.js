@@ -62,7 +62,12 @@ function showMessage(text, kind) {
 async function act(work, success) {
   try {
     const result = await work();
-    if (success) showMessage(typeof success === "function" ? success(result) : success, "info");
+    if (success) {
+      const outcome = typeof success === "function" ? success(result) : success;
+      // A success callback may return [text, kind] to report a partial failure.
+      const [text, kind] = Array.isArray(outcome) ? outcome : [outcome, "info"];
+      showMessage(text, kind);
+    }
     await refreshJobs();
     return result;
   } catch (error) {
@@ -248,6 +253,16 @@ async function refreshJobs() {
   $("page-next").disabled = !page.has_more;
 }
 
+// Names how many failed jobs went back to the queue, and why the others did not.
+function requeueSummary(result) {
+  const rejected = Object.entries(result.rejected);
+  const text = `requeued ${result.requeued.length} jobs`;
+  if (!rejected.length) return [text, "info"];
+  const [jobId, reason] = rejected[0];
+  const more = rejected.length > 1 ? ` (and ${rejected.length - 1} more)` : "";
+  return [`${text}, rejected ${rejected.length}: job ${jobId}: ${reason}${more}`, "error"];
+}
+
 function jobRow(job) {
   const tr = document.createElement("tr");
   tr.dataset.id = String(job.id);
@@ -409,8 +424,7 @@ function bindJobControls() {
   });
 
   $("requeue-failed").addEventListener("click", () => act(() => api("POST", "/api/jobs/requeue-failed"),
-    (result) => `requeued ${result.requeued.length} jobs` +
-      (Object.keys(result.rejected).length ? `, rejected ${Object.keys(result.rejected).length}` : "")));
+    requeueSummary));
   $("purge").addEventListener("click", () => {
     const state = $("purge-state").value;
     const states = state ? [state] : ["done", "failed", "cancelled"];
