@@ -22,7 +22,7 @@ RESULT_MARKER = "--- persistentq benchmark result ---"
 
 
 def build_template(kind: str, design_key: str, folder: Path, sizes: Sizes, synchronous: str) -> str:
-    """Build a big queue once per run, to be copied for each repetition; return its database file.
+    """Build a big queue once per run, to be copied for each repetition; return what `copy_template` copies.
 
     "backlog" contains `big_backlog` queued jobs. "views" contains as many
     jobs, all but 2% of them finished, as a queue that has run for a while does.
@@ -32,7 +32,7 @@ def build_template(kind: str, design_key: str, folder: Path, sizes: Sizes, synch
     if kind == "views":
         design.finish_jobs(keep_queued=sizes.big_backlog // 50)
     design.close()
-    return str(design.database_file())
+    return design.template_source()
 
 
 def main(argv: list[str]) -> int:
