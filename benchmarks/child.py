@@ -13,9 +13,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .designs import open_design
+from .designs import DESIGNS, open_design
 from .measures import MEASURES_BY_KEY, Context
-from .sizes import FULL, QUICK, Sizes
+from .sizes import QUICK, Sizes
 
 # The line before the JSON result, so output printed by a library cannot be mistaken for it.
 RESULT_MARKER = "--- persistentq benchmark result ---"
@@ -37,7 +37,7 @@ def build_template(kind: str, design_key: str, folder: Path, sizes: Sizes, synch
 
 def main(argv: list[str]) -> int:
     request = json.loads(argv[1])
-    sizes = QUICK if request["quick"] else FULL
+    sizes = QUICK if request["quick"] else DESIGNS[request["design"]].full_sizes
     folder = Path(request["folder"])
     if "template" in request:
         result = {"file": build_template(request["template"], request["design"], folder, sizes, request["synchronous"])}

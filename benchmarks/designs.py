@@ -21,6 +21,7 @@ from persistentq.store.base import PersistentQStore
 from persistentq.store.sqlite import PersistentQSQLite
 
 from . import postgres_server
+from .sizes import FULL, POSTGRES_FULL, Sizes
 
 # Leases long enough that no benchmark job is ever taken over while it runs.
 LEASE_S = 600.0
@@ -39,6 +40,8 @@ class Design(ABC):
     module: ClassVar[str | None] = None
     # The raw loop this design's ratios divide by: the limit of the same database.
     reference: ClassVar[str] = "raw"
+    # Job counts of a full run; a quick run uses sizes.QUICK for every design.
+    full_sizes: ClassVar[Sizes] = FULL
 
     def __init__(self, folder: Path, synchronous: str) -> None:
         self.folder = folder
@@ -436,6 +439,7 @@ class PostgresRawLoop(Design):
     name = "raw psycopg"
     module = "psycopg"
     reference = "raw-pg"
+    full_sizes = POSTGRES_FULL
 
     def __init__(self, folder: Path, synchronous: str) -> None:
         import psycopg
@@ -510,6 +514,7 @@ class PostgresStoreDesign(StoreDesign):
     name = "persistentq on PostgreSQL"
     module = "psycopg"
     reference = "raw-pg"
+    full_sizes = POSTGRES_FULL
 
     def open_store(self) -> PersistentQStore:
         from persistentq.store.postgres import PersistentQPostgres

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.designs import missing_module
+from benchmarks.designs import unavailable_reason
+from external import skip_or_fail
 from benchmarks.measures import MEASURES
 from persistentq import WorkerPool, config_from_dict
 from persistentq.store import PersistentQSQLite
@@ -60,11 +61,59 @@ def test_quick_run_covers_every_measure_and_design(quick_run):
         (measure.key, design)
         for measure in MEASURES
         for design in measure.designs
-        if missing_module(design) is None
+        if unavailable_reason(design) is None
     }
 
     assert quick_run["failures"] == []
     assert set(ran) == expected
+
+
+POSTGRES_DESIGNS = ("raw-pg", "persistentq-pg")
+
+
+def test_quick_run_covers_postgres(quick_run):
+    """Both PostgreSQL designs ran every measure they list, each job once: none lost, none twice."""
+    reason = unavailable_reason("persistentq-pg")
+    if reason is not None:
+        skip_or_fail(reason)
+    ran = _repetitions(quick_run)
+    expected = {(measure.key, design) for measure in MEASURES for design in measure.designs
+                if design in POSTGRES_DESIGNS}
+
+    assert {"claim_ack", "cycle_async", "multiprocess", "wake_cross_process", "drain_big"} <= {
+        measure for measure, design in expected if design == "persistentq-pg"
+    }
+    assert expected <= set(ran)
+    assert "persistentq-pg" not in quick_run["skipped"]
+    for pair in sorted(expected):
+        checks = ran[pair][0].get("checks")
+        if checks is None:
+            continue
+        assert checks["done"] == checks["put"], (pair, checks)
+        assert checks["duplicates"] == 0, (pair, checks)
+        assert checks["lost"] == 0, (pair, checks)
+
+
+def test_quick_run_leaves_no_postgres_database(quick_run):
+    """The run drops every database it created on the server, templates included."""
+    reason = unavailable_reason("persistentq-pg")
+    if reason is not None:
+        skip_or_fail(reason)
+    import psycopg
+
+    from benchmarks import postgres_server
+
+    with psycopg.connect(postgres_server.server_url(), autocommit=True) as conn:
+        names = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+    base = Path(quick_run["options"]["folder"])
+    folders = [base / "rep1" / f"{measure}-{design}" for measure, design in _repetitions(quick_run)
+               if design in POSTGRES_DESIGNS]
+    folders += [base / f"template-{kind}-{design}" for measure in MEASURES for kind in measure.templates
+                for design in measure.designs if design in POSTGRES_DESIGNS]
+    created = {postgres_server.database_name(folder) for folder in folders}
+
+    assert created
+    assert not created & names
 
 
 def test_quick_run_every_measure_gives_a_number(quick_run):
