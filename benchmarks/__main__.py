@@ -1,7 +1,7 @@
 """Command line: python -m benchmarks [--quick] [--repeat N] [--output DIR] ...
 
 Runs every measure on persistentq, the raw sqlite3 loop, the peers and, when its
-server answers, PostgreSQL's raw loop and persistentq on PostgreSQL; prints
+server accepts connections, PostgreSQL's raw loop and persistentq on PostgreSQL; prints
 progress while it runs, then the table of medians, ranges and ratios, and the
 targets. With --output it also writes results.json, table.md and throughput.png.
 """

@@ -50,7 +50,7 @@ def _admin_connection() -> Any:
 
 @functools.lru_cache(maxsize=1)
 def unreachable_reason() -> str | None:
-    """Return why the server cannot be used (once per process), or None when it answers."""
+    """Return why the server cannot be used (once per process), or None when it accepts a connection."""
     import psycopg
 
     try:
@@ -92,7 +92,7 @@ def drop_database(folder: Path) -> None:
 
 
 def show_setting(url: str, name: str) -> str:
-    """Return the value of the server setting `name` as a new session on `url` sees it."""
+    """Return the value of the server setting `name` in a new session on `url`."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:

@@ -50,10 +50,11 @@ QUICK = Sizes(
     view_calls=2,
 )
 
-# PostgreSQL commits every put with a WAL flush, and the store makes about
-# four round trips per claim and per ack, so its one-at-a-time measures run
-# 5 to 10 times slower than SQLite's. A tenth of the jobs (a fifth for put)
-# keeps a full run with both databases under 10 minutes on 2 cores. The big
-# backlog stays at 1,000,000, because the drain and view measures are about
-# that size.
-POSTGRES_FULL = replace(FULL, put=2_000, claim_ack=2_000, cycle_sync=2_000, multiprocess=2_000, drain=2_000)
+# PostgreSQL commits every put with a WAL flush, and the store makes four
+# round trips per claim and four per ack (BEGIN, SET LOCAL, the statement,
+# COMMIT), so its one-job-at-a-time measures ran 5 to 40 times slower than
+# SQLite's on the 2-core machine of docs/benchmarks.md. A tenth of the jobs
+# (a fifth for put, a twentieth for drain) keeps a full run with both
+# databases near 10 minutes there. The big backlog stays at 1,000,000 jobs,
+# the size the drain and view measures are about.
+POSTGRES_FULL = replace(FULL, put=2_000, claim_ack=1_000, cycle_sync=1_000, multiprocess=1_000, drain=1_000)
