@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     options, output = parse_args(sys.argv[1:] if argv is None else argv)
     facts = machine()
     print("machine: " + ", ".join(f"{key} {value}" for key, value in facts.items()), flush=True)
-    results = run(options)
+    try:
+        results = run(options)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     table, goals, side_by_side = markdown_table(results), markdown_targets(results), markdown_side_by_side(results)
     print(f"\nfinished in {results.seconds:.0f} s, {options.repeat} repetitions\n")
     print(table)

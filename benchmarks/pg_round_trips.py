@@ -3,10 +3,10 @@
     python benchmarks/pg_round_trips.py [--jobs 1000] [--repeat 3]
 
 Each job is claimed and acked with the raw loop's statements (FOR UPDATE SKIP
-LOCKED, synchronous_commit off), first as one autocommit statement each, then
-each inside BEGIN, SET LOCAL synchronous_commit TO off and COMMIT, which is how
-PersistentQPostgres runs every claim and outcome. The gap between the two is
-the cost of the extra round trips alone. It uses the server of the benchmarks
+LOCKED, synchronous_commit off), first as one autocommit statement each. Then
+each statement runs inside BEGIN, SET LOCAL synchronous_commit TO off and
+COMMIT, as PersistentQPostgres runs every claim and outcome. The gap between
+the two is the cost of the extra round trips alone. It uses the server of the benchmarks
 (PERSISTENTQ_BENCH_POSTGRES) and drops the database it creates.
 """
 

@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from persistentq.store.postgres import redact_url
+
 SERVER_VARIABLE = "PERSISTENTQ_BENCH_POSTGRES"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE_PREFIX = "pqbench_"
@@ -58,7 +60,7 @@ def unreachable_reason() -> str | None:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        return f"PostgreSQL at {server_url()} is unreachable ({reason}); start it or set {SERVER_VARIABLE}"
+        return f"PostgreSQL at {redact_url(server_url())} is unreachable ({reason}); start it or set {SERVER_VARIABLE}"
     return None
 
 

@@ -130,6 +130,9 @@ def run(options: RunOptions, out: TextIO = sys.stdout) -> RunResults:
             raise ValueError(f"unknown design {design!r}; expected one of {', '.join(DESIGNS)}")
     skipped: dict[str, str] = {}
     pairs = selected_pairs(options, skipped)
+    if not pairs and skipped:
+        reasons = "; ".join(f"{design}: {reason}" for design, reason in skipped.items())
+        raise ValueError(f"none of the selected designs can run here ({reasons})")
     if not pairs:
         raise ValueError("no measure selected; check --measure and --design")
     for design, reason in skipped.items():

@@ -52,8 +52,8 @@ QUICK = Sizes(
 
 # PostgreSQL commits every put with a WAL flush, and the store makes four
 # round trips per claim and four per ack (BEGIN, SET LOCAL, the statement,
-# COMMIT), so its one-job-at-a-time measures ran 5 to 40 times slower than
-# SQLite's on the 2-core machine of docs/benchmarks.md. A tenth of the jobs
+# COMMIT), so its one-job-at-a-time measures ran 7 to 40 times slower than
+# SQLite's in two full runs on the 2-core machine of docs/benchmarks.md. A tenth of the jobs
 # (a fifth for put, a twentieth for drain) keeps a full run with both
 # databases near 10 minutes there. The big backlog stays at 1,000,000 jobs,
 # the size the drain and view measures are about.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -116,6 +118,30 @@ def test_quick_run_leaves_no_postgres_database(quick_run):
     assert not created & names
 
 
+def test_unreachable_postgres_reported_not_run(tmp_path):
+    """With no server on the configured port, the PostgreSQL designs are reported as not run and the rest runs."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    env = {**os.environ, "PERSISTENTQ_BENCH_POSTGRES": f"postgresql://postgres:secret@127.0.0.1:{closed_port}/postgres"}
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--measure", "put", "--dir", str(tmp_path / "data")]
+
+    mixed = subprocess.run([*command, "--design", "raw", "--design", "raw-pg", "--output", str(tmp_path / "out")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    only_postgres = subprocess.run([*command, "--design", "persistentq-pg"],
+                                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+
+    assert mixed.returncode == 0, mixed.stdout[-2000:] + mixed.stderr[-2000:]
+    assert f"NOT RUN: raw-pg: PostgreSQL at postgresql://postgres:***@127.0.0.1:{closed_port}/postgres" in mixed.stdout
+    assert "secret" not in mixed.stdout
+    assert "raw-pg" in results["skipped"]
+    assert [(entry["measure"], entry["design"]) for entry in results["results"]] == [("put", "raw")]
+    assert only_postgres.returncode == 2
+    assert "Traceback" not in only_postgres.stderr
+    assert "none of the selected designs can run here (persistentq-pg: PostgreSQL at" in only_postgres.stderr
+
+
 def test_quick_run_every_measure_gives_a_number(quick_run):
     """Each repetition of each measure reports finite, non-negative figures."""
     for (measure, design), repetitions in _repetitions(quick_run).items():
@@ -159,7 +185,7 @@ def test_quick_run_writes_table_and_plot(quick_run):
 
 
 def test_quick_run_reports_synchronous_setting(quick_run):
-    """Every design reports the SQLite synchronous setting it ran with."""
+    """Every design reports the durability setting it ran with, NORMAL or FULL first."""
     for (measure, design), repetitions in _repetitions(quick_run).items():
         setting = repetitions[0].get("synchronous", "")
         assert setting.split(" ")[0] in ("NORMAL", "FULL"), (measure, design, setting)
