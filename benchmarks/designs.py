@@ -537,7 +537,7 @@ class PostgresStoreDesign(StoreDesign):
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f"SET search_path TO {self.store.schema}")
+            conn.execute("SELECT set_config('search_path', %s, false)", (self.store.schema,))
             last = conn.execute("SELECT max(id) FROM jobs").fetchone()[0] - keep_queued
             conn.execute(PG_FINISH_JOBS, {"last": last})
             conn.execute("VACUUM ANALYZE jobs")
