@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import uuid
 from pathlib import Path
@@ -35,6 +36,12 @@ def pg(postgres_url: str):
     store = PersistentQPostgres(postgres_url)
     yield store
     store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def basic(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -100,15 +107,23 @@ def test_database_from_environment(tmp_path, postgres_url, pg):
     assert not (tmp_path / "queue.sqlite3").exists()
 
 
-@pytest.mark.parametrize("command", [["status"], ["jobs"], ["enqueue", "a"], ["purge"], ["run", "--duration", "1"]])
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["jobs"], ["enqueue", "a"], ["cancel", "1"], ["retry", "1"], ["purge"],
+     ["run", "--duration", "1"], ["web-app", "--port", str(free_port())], ["migrate", "--from", "missing.sqlite3"]],
+    ids=lambda command: command[0],
+)
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
         (REFUSED_URL, "Connection refused"),
         ("postgresql://postgres@127.0.0.1:notaport/postgres", "notaport"),
         ("postgresql://postgres:s3cret@127.0.0.1:1/postgres", "Connection refused"),
+        # libpq repeats a URL that it cannot parse in its message.
+        ("postgresql://postgres:s3cret@[::1:5432/postgres", "IPv6 host address"),
+        ("postgresql://postgres@127.0.0.1:1/postgres?password=s3cret", "Connection refused"),
     ],
-    ids=["refused", "bad-port", "password"],
+    ids=["refused", "bad-port", "password", "unparsable-with-password", "password-parameter"],
 )
 def test_unreachable_database_exit_2(tmp_path, command, url, reason):
     """A refused connection or a malformed URL ends every command with one error line and exit 2."""

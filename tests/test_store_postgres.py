@@ -150,11 +150,29 @@ def test_connect_failure_hides_password():
         ("postgresql://user@host/db", "postgresql://user@host/db"),
         ("postgresql://host/db", "postgresql://host/db"),
         ("postgres://u:p:q@host:5/db?sslmode=require", "postgres://u:***@host:5/db?sslmode=require"),
+        ("postgresql://u@host/db?sslmode=require&password=x%26y", "postgresql://u@host/db?sslmode=require&password=***"),
+        ("postgresql://u@host/db?PASSWORD=secret", "postgresql://u@host/db?PASSWORD=***"),
     ],
 )
 def test_redact_url(url, shown):
     """redact_url replaces only the password."""
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://postgres:s%40cret@[::1:5432/postgres", "postgresql://postgres@[::1:5432/postgres?password=s%40cret"],
+    ids=["user-part", "parameter"],
+)
+def test_unparsable_url_hides_password(url):
+    """libpq repeats a URL it cannot parse; the error shows neither the written nor the decoded password."""
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        PersistentQPostgres(url)
+
+    message = str(caught.value)
+    assert "IPv6 host address" in message
+    assert "s%40cret" not in message
+    assert "s@cret" not in message
 
 
 def test_pool_size_grows_with_workers():

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote
 
 from ..errors import DatabaseUnavailableError, InvalidPayloadError, InvalidStateError, JobNotFoundError, StoreError
 from . import postgres_schema as sql
@@ -65,6 +66,8 @@ CONNECT_TIMEOUT_S = 10
 POOL_TIMEOUT_S = 30.0
 IMPORT_BATCH = 1000  # jobs per INSERT statement of `import_jobs`
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# A password given as a query parameter of the URL: postgresql://app@host/db?password=...
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)([^&]*)", re.IGNORECASE)
 
 _OUTCOME_SQL = {
     OutcomeKind.ACK: sql.ACK,
@@ -75,13 +78,35 @@ _OUTCOME_SQL = {
 
 
 def redact_url(url: str) -> str:
-    """Return `url` with its password replaced by ***, for messages and logs."""
+    """Return `url` with its password replaced by ***, in the user part and in a password= parameter."""
     scheme, separator, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not separator or not at or ":" not in credentials:
+    if not separator:
         return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    credentials, at, host = rest.rpartition("@")
+    if at and ":" in credentials:
+        rest = f"{credentials.split(':', 1)[0]}:***@{host}"
+    rest = _PASSWORD_PARAMETER.sub(r"\g<1>***", rest)
+    return f"{scheme}://{rest}"
+
+
+def hide_password(text: str, url: str) -> str:
+    """Return `text` with every copy of the password of `url`, as written or percent-decoded, replaced by ***.
+
+    libpq repeats the whole URL in some of its messages, for example when
+    the URL cannot be parsed.
+    """
+    text = text.replace(url, redact_url(url))
+    for secret in sorted(_passwords(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _passwords(url: str) -> set[str]:
+    _, _, rest = url.partition("://")
+    credentials, at, _ = rest.rpartition("@")
+    found = [credentials.split(":", 1)[1]] if at and ":" in credentials else []
+    found += [match.group(2) for match in _PASSWORD_PARAMETER.finditer(rest)]
+    return {form for secret in found for form in (secret, unquote(secret)) if form}
 
 
 def pool_size(n_workers: int) -> int:
@@ -157,7 +182,7 @@ class PersistentQPostgres(PersistentQStore):
     # Connections and transactions.
 
     def _connect_error(self, exc: Exception) -> DatabaseUnavailableError:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = hide_password(" ".join(str(exc).split()), self.url) or type(exc).__name__
         return DatabaseUnavailableError(
             f"cannot connect to the PostgreSQL database {self.display_url}: {reason}; "
             "check general.database (postgresql://user@host:port/database) and that the server runs"
@@ -177,7 +202,8 @@ class PersistentQPostgres(PersistentQStore):
                     self._create_tables(conn)
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot set up the queue schema {self.schema!r} in {self.display_url}: {exc}"
+                f"cannot set up the queue schema {self.schema!r} in {self.display_url}: "
+                f"{hide_password(str(exc), self.url)}"
             ) from exc
 
     def _check_server(self, conn: psycopg.Connection) -> None:
@@ -269,7 +295,7 @@ class PersistentQPostgres(PersistentQStore):
         return self._transaction(lambda conn: conn.execute(query, params).fetchall())
 
     def _store_error(self, exc: Exception, *, committing: bool) -> StoreError:
-        reason = _one_line(exc)
+        reason = hide_password(_one_line(exc), self.url)
         if committing:
             return StoreError(
                 f"the connection to {self.display_url} broke during COMMIT ({reason}); the last "

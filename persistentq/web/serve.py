@@ -54,7 +54,13 @@ def serve_dashboard(config: Config, *, host: str | None = None, port: int | None
 
 async def _serve(config: Config) -> None:
     listener = _bind(config.web.host, config.web.port)
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except BaseException:
+        # An unreachable database stops the app here; the port must not stay bound
+        # for the rest of a process that called serve_dashboard.
+        listener.close()
+        raise
     server = _Server(uvicorn.Config(
         app, log_config=None, access_log=False, timeout_graceful_shutdown=REQUEST_GRACE_S,
         server_header=False,
