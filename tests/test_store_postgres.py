@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from persistentq.store.postgres_schema import SCHEMA_VERSION
 from postgres_server import fresh_schema_store, import_psycopg, schema_name
 
 psycopg = import_psycopg()
+from psycopg.conninfo import make_conninfo  # noqa: E402 - after the import check above
 
 WAIT_S = 10.0
 N_STARTERS = 8
@@ -75,6 +77,22 @@ def test_schema_reopen_keeps_jobs(pg_store, postgres_url):
         assert again.get(job_id).payload == "kept"
     versions = admin_query(postgres_url, f"SELECT count(*) FROM {pg_store.schema}.schema_version")
     assert versions == [(1,)]
+
+
+def test_schema_without_usage_privilege(pg_store, postgres_url):
+    """A user without USAGE on an existing queue schema gets one line naming the GRANT to run."""
+    role = f"t_role_{uuid.uuid4().hex[:10]}"
+    admin_query(postgres_url, f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with pytest.raises(StoreError) as caught:
+            PersistentQPostgres(make_conninfo(postgres_url, user=role), schema=pg_store.schema)
+    finally:
+        admin_query(postgres_url, f'DROP ROLE "{role}"')
+
+    message = str(caught.value)
+    assert f"has no USAGE privilege on the queue schema '{pg_store.schema}'" in message
+    assert f"GRANT USAGE ON SCHEMA {pg_store.schema} TO {role}" in message
+    assert "\n" not in message
 
 
 def test_schema_concurrent_starters(postgres_url, tmp_path):

@@ -203,7 +203,7 @@ class PersistentQPostgres(PersistentQStore):
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot set up the queue schema {self.schema!r} in {self.display_url}: "
-                f"{hide_password(str(exc), self.url)}"
+                f"{hide_password(_one_line(exc), self.url)}"
             ) from exc
 
     def _check_server(self, conn: psycopg.Connection) -> None:
@@ -219,6 +219,13 @@ class PersistentQPostgres(PersistentQStore):
 
         if conn.execute(sql.SCHEMA_EXISTS, {"schema": self.schema}).fetchone() is None:
             conn.execute(composed.SQL("CREATE SCHEMA {}").format(composed.Identifier(self.schema)))
+        elif not conn.execute(sql.SCHEMA_USAGE, {"schema": self.schema}).fetchone()[0]:
+            # Without USAGE the tables look missing, and creating them fails with a misleading error.
+            raise StoreError(
+                f"the database user {conn.info.user!r} has no USAGE privilege on the queue schema "
+                f"{self.schema!r} in {self.display_url}; as its owner, run GRANT USAGE ON SCHEMA "
+                f"{self.schema} TO {conn.info.user}, and grant SELECT, INSERT, UPDATE and DELETE on its tables"
+            )
         self._configure(conn)
         version = None
         if conn.execute(sql.VERSION_TABLE_EXISTS).fetchone()[0]:
