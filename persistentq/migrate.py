@@ -54,11 +54,19 @@ def migrate_sqlite(
 ) -> MigrationReport:
     """Copy the queued and failed jobs of `queues` from a SQLite file into `target`, in one commit.
 
-    Raises StoreError when `source_path` is no queue file, and
+    Raises StoreError when `source_path` is no queue file or one of
+    `queues` has no jobs in it while other queues do (a misspelt name), and
     InvalidStateError, before copying anything, when a source queue has
     running jobs or (without `allow_nonempty`) a target queue has jobs.
     """
-    _check_queue_file(source_path)
+    names = _queue_names(source_path)
+    unknown = [queue for queue in queues if queue not in names]
+    if unknown and names:
+        listed = ", ".join(repr(name) for name in sorted(names))
+        raise StoreError(
+            f"queue {unknown[0]!r} has no jobs in {source_path}, whose queues are {listed}; "
+            "pass --queue with one of them; nothing was copied"
+        )
     with PersistentQSQLite(source_path) as source:
         for queue in queues:
             _check_queues(source, target, queue, allow_nonempty=allow_nonempty)
@@ -76,11 +84,12 @@ def migrate_sqlite(
     return MigrationReport(copied)
 
 
-def _check_queue_file(path: Path) -> None:
-    """Raise StoreError unless `path` is a SQLite file with a persistentq queue in it.
+def _queue_names(path: Path) -> set[str]:
+    """Return the names of the queues that have jobs in the SQLite file at `path`.
 
-    The file is opened read-only, because opening a store would add the
-    queue's tables to any other SQLite database.
+    Raises StoreError unless `path` is a SQLite file with a persistentq
+    queue in it. The file is opened read-only, because opening a store would
+    add the queue's tables to any other SQLite database.
     """
     fix = "pass --from the queue.sqlite3 file to copy"
     if not path.is_file():
@@ -89,12 +98,13 @@ def _check_queue_file(path: Path) -> None:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                raise StoreError(f"{path} is a SQLite database without a persistentq queue; {fix}")
+            return {name for (name,) in conn.execute("SELECT DISTINCT queue FROM jobs")}
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path} is not a SQLite database ({exc}); {fix}") from exc
-    if version == 0:
-        raise StoreError(f"{path} is a SQLite database without a persistentq queue; {fix}")
 
 
 def _check_queues(

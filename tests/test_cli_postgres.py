@@ -284,6 +284,23 @@ def test_migrate_missing_source(tmp_path, postgres_url):
     assert not missing.exists()
 
 
+def test_migrate_unknown_queue_rejected(tmp_path, postgres_url, pg, queue):
+    """A --queue that has no jobs in the file, such as a typo, is an error listing the file's queues."""
+    source = PersistentQSQLite(tmp_path / "queue.sqlite3")
+    source.put("kept", queue=queue)
+    source.put("other", queue="mail")
+    source.close()
+
+    result = basic("migrate", "--from", str(tmp_path / "queue.sqlite3"), "--to", postgres_url,
+                   "--queue", queue, "--queue", f"{queue}x")
+
+    assert result.exit_code == 1, result.output
+    assert f"queue '{queue}x' has no jobs in" in result.output
+    assert f"whose queues are '{queue}', 'mail'" in result.output
+    assert "nothing was copied" in result.output
+    assert sum(pg.counts(queue=queue).values()) == 0
+
+
 def test_migrate_nul_payload_rejected(tmp_path, postgres_url, pg, queue):
     """A SQLite job whose payload PostgreSQL cannot store stops the migration before anything is copied."""
     source = PersistentQSQLite(tmp_path / "queue.sqlite3")
