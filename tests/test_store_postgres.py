@@ -335,6 +335,25 @@ def test_listener_reconnects_after_termination(pg_store, postgres_url, caplog, m
     assert heard == ["mail"]
 
 
+def test_listener_backoff_restarts_after_reconnect(pg_store, postgres_url, caplog, monkeypatch):
+    """Each loss of a LISTEN connection that had been restored is attempt 1 again, with the first backoff."""
+    monkeypatch.setattr(postgres_listener, "BACKOFF_FIRST_S", 0.1)
+    caplog.set_level(logging.WARNING, logger="persistentq.store.postgres_listener")
+    pg_store.add_put_listener(lambda queue: None)
+    assert pg_store.wait_until_listening(WAIT_S)
+
+    for round_number in range(1, 4):
+        terminate_other_connections(postgres_url)
+        deadline = time.monotonic() + WAIT_S
+        while pg_store._listener.reconnects < round_number and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pg_store._listener.reconnects == round_number
+
+    failures = [record.getMessage() for record in caplog.records if "failed (attempt" in record.getMessage()]
+    assert len(failures) == 3, failures
+    assert all("failed (attempt 1)" in message for message in failures), failures
+
+
 def test_listener_polls_while_server_unreachable(caplog, monkeypatch):
     """While LISTEN cannot connect, each attempt is logged with its backoff, and on_poll runs meanwhile."""
     monkeypatch.setattr(postgres_listener, "BACKOFF_FIRST_S", 0.1)
