@@ -233,3 +233,35 @@ def test_requeue_failed_file_job_without_file(config) -> None:
     assert result.requeued == []
     assert list(result.rejected) == failed
     assert counts_view(config)["failed"] == 1
+
+
+def test_views_of_pool_on_deleted_file(tmp_path: Path) -> None:
+    """A running pool whose queue folder was deleted makes the views raise; a restarted pool uses a new file."""
+    import asyncio
+    import shutil
+
+    from persistentq.errors import StoreError
+    from persistentq.notebook import start_pool
+
+    folder = tmp_path / "queue"
+    config = config_from_dict({"general": {"primary_path": str(folder), "n_prod": 0, "n_cons": 1}})
+
+    async def main() -> int:
+        pool = await start_pool(config, consumer_function=str.upper)
+        shutil.rmtree(folder)
+        with pytest.raises(StoreError, match="deleted or replaced"):
+            counts_view(config)
+        with pytest.raises(StoreError, match="deleted or replaced"):
+            pool.store.put("lost")
+        await pool.stop()
+
+        pool = await start_pool(config, consumer_function=str.upper)
+        try:
+            return pool.store.put("kept")
+        finally:
+            await pool.stop()
+
+    job_id = asyncio.run(main())
+
+    with sqlite3.connect(folder / "queue.sqlite3") as conn:
+        assert conn.execute("SELECT payload FROM jobs WHERE id = ?", (job_id,)).fetchall() == [("kept",)]

@@ -172,6 +172,7 @@ class ControlPanel:
     async def refresh(self) -> None:
         """Read the queue and the worker registry once and update every widget."""
         queue = self.pool.config.general.queue
+        await asyncio.to_thread(self._read_store.check_health)
         counts = await asyncio.to_thread(self._read_store.counts, queue=queue)
         records = await asyncio.to_thread(self._read_store.workers)
         for state in JobState:

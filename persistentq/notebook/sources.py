@@ -68,6 +68,8 @@ def open_queue(source: QueueSource, *, queue: str | None = None) -> Iterator[Que
     hooks = pool.hooks if pool is not None else hooks_for(config)
     name = queue or config.general.queue
     if pool is not None and pool.running:
+        # A pool whose SQLite file was deleted would show work that is lost with the kernel.
+        pool.store.check_health()
         yield QueueRef(pool.store, name, hooks, config)
         return
 

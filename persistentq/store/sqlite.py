@@ -250,7 +250,8 @@ class PersistentQSQLite(PersistentQStore):
         if _file_id(self.path) != self._file_id:
             raise StoreError(
                 f"the queue database {self.path} was deleted or replaced while this process used it; "
-                "work from now on is lost, so stop this process and start it again"
+                "work from now on is lost, so stop its workers (end the process, or await pool.stop() "
+                "in a notebook) and start them again"
             )
 
     def data_version(self) -> int:
@@ -285,6 +286,7 @@ class PersistentQSQLite(PersistentQStore):
     ) -> int:
         check_payload(payload)
         check_put_options(priority, delay_s)
+        self.check_health()
         now = time.time()
         row = (queue, payload, priority, now, now + delay_s, unique_key)
 
@@ -314,6 +316,7 @@ class PersistentQSQLite(PersistentQStore):
         check_put_options(priority, delay_s)
         if not payloads:
             return []
+        self.check_health()
         now = time.time()
         rows = [(queue, payload, priority, now, now + delay_s, None) for payload in payloads]
 
@@ -341,6 +344,8 @@ class PersistentQSQLite(PersistentQStore):
     ) -> list[ClaimedJob]:
         if limit < 1:
             return []
+        # One stat call, so that no job is put or run in a file that is gone from its folder.
+        self.check_health()
 
         def claim_batch(conn: sqlite3.Connection) -> list[tuple]:
             now = time.time()
