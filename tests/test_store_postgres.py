@@ -193,6 +193,15 @@ def test_unparsable_url_hides_password(url):
     assert "s@cret" not in message
 
 
+def test_url_scheme_any_case(postgres_url, tmp_path):
+    """A URL whose scheme is in upper case, which the config accepts, opens the store."""
+    scheme, _, rest = postgres_url.partition("://")
+    with PersistentQPostgres(f"{scheme.upper()}://{rest}", schema=schema_name(tmp_path)) as store:
+        job_id = store.put("upper")
+        assert store.get(job_id).payload == "upper"
+        assert store.url.startswith(f"{scheme}://")
+
+
 def test_pool_size_grows_with_workers():
     """The pool has a connection per worker and two more, and at least three."""
     assert pool_size(0) == 3

@@ -109,6 +109,17 @@ def _passwords(url: str) -> set[str]:
     return {form for secret in found for form in (secret, unquote(secret)) if form}
 
 
+def _lower_scheme(url: str) -> str:
+    """Return `url` with a POSTGRESQL:// or Postgres:// scheme in lower case, the only case libpq parses.
+
+    The config accepts the scheme in any case, as URL schemes are case-insensitive.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme.lower() in ("postgresql", "postgres"):
+        return f"{scheme.lower()}://{rest}"
+    return url
+
+
 def pool_size(n_workers: int) -> int:
     """Return the maximum number of pooled connections for a process running `n_workers` workers.
 
@@ -151,7 +162,7 @@ class PersistentQPostgres(PersistentQStore):
             raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
         # With "full" every commit waits for the WAL flush, as SQLite's FULL does.
         self._async_outcomes = synchronous == "normal"
-        self.url = url
+        self.url = url = _lower_scheme(url)
         self.display_url = redact_url(url)
         self.schema = schema
         # Puts carry this id in their notification, so the LISTEN thread can
