@@ -11,6 +11,7 @@ cancelled jobs stay behind, and the SQLite file is left as it was.
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,13 +129,17 @@ def _check_queues(
 
 def _read_queue(source: PersistentQSQLite, queue: str) -> tuple[list[Job], set[int]]:
     """Return the queue's queued and failed jobs oldest first, and the ids of failed ones already discarded."""
-    jobs: list[Job] = []
+    # Pages come newest first, so each job put while they are read would push the
+    # rest one place down, onto the next page a second time, and a producer that
+    # keeps putting would keep the loop going. Jobs created from now on stay behind.
+    until = time.time()
+    by_id: dict[int, Job] = {}
     for state in MIGRATED_STATES:
         offset = 0
-        while page := source.jobs(queue=queue, state=state, limit=PAGE_SIZE, offset=offset):
-            jobs += page
+        while page := source.jobs(queue=queue, state=state, limit=PAGE_SIZE, offset=offset, until=until):
+            by_id.update((job.id, job) for job in page)
             offset += len(page)
-    jobs.sort(key=lambda job: job.id)
+    jobs = sorted(by_id.values(), key=lambda job: job.id)
 
     failed_ids = {job.id for job in jobs if job.state is JobState.FAILED}
     undiscarded = {job.id for job in source.failed_undiscarded(queue=queue, limit=len(failed_ids) + 1)}

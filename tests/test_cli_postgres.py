@@ -301,6 +301,33 @@ def test_migrate_unknown_queue_rejected(tmp_path, postgres_url, pg, queue):
     assert sum(pg.counts(queue=queue).values()) == 0
 
 
+def test_migrate_puts_during_read_left_behind(tmp_path, pg, queue, monkeypatch):
+    """Jobs put while the file is read stay behind, and every job there before is copied exactly once."""
+    from persistentq import migrate
+
+    monkeypatch.setattr(migrate, "PAGE_SIZE", 10)
+    path = tmp_path / "queue.sqlite3"
+    source = PersistentQSQLite(path)
+    source.put_many([f"old {number}" for number in range(25)], queue=queue)
+    source.close()
+    read_page = PersistentQSQLite.jobs
+    puts = iter(range(1000))
+
+    def read_page_then_put(self, **options):
+        page = read_page(self, **options)
+        self.put(f"new {next(puts)}", queue=queue)
+        return page
+
+    monkeypatch.setattr(PersistentQSQLite, "jobs", read_page_then_put)
+
+    report = migrate.migrate_sqlite(path, pg, queues=[queue])
+
+    payloads = [job.payload for job in pg.jobs(queue=queue, limit=1000)]
+    assert len(payloads) == len(set(payloads)), sorted(payloads)
+    assert set(payloads) == {f"old {number}" for number in range(25)}
+    assert report.total == 25
+
+
 def test_migrate_nul_payload_rejected(tmp_path, postgres_url, pg, queue):
     """A SQLite job whose payload PostgreSQL cannot store stops the migration before anything is copied."""
     source = PersistentQSQLite(tmp_path / "queue.sqlite3")
