@@ -344,15 +344,36 @@ def test_bad_job_does_not_stop_workers(tmp_path: Path) -> None:
     assert counts[JobState.FAILED] == 1
 
 
-@pytest.mark.parametrize("exception", [SystemExit(3), KeyboardInterrupt()], ids=["SystemExit", "KeyboardInterrupt"])
-def test_base_exception_fails_attempt_only(tmp_path: Path, exception: BaseException) -> None:
-    """SystemExit or KeyboardInterrupt from a job function fails that attempt; the pool goes on."""
-    async def leave(payload: str) -> str:
+class CustomBaseError(BaseException):
+    """A BaseException subclass that is no Exception, as some libraries define."""
+
+
+BASE_EXCEPTIONS = [SystemExit(3), KeyboardInterrupt(), GeneratorExit(), CustomBaseError("custom")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "exception"),
+    [
+        *(pytest.param("async", exception, id=f"async-{type(exception).__name__}") for exception in BASE_EXCEPTIONS),
+        # A coroutine's own CancelledError, such as from awaiting a future that was cancelled elsewhere.
+        pytest.param("async", asyncio.CancelledError(), id="async-CancelledError"),
+        *(pytest.param("thread", exception, id=f"thread-{type(exception).__name__}") for exception in BASE_EXCEPTIONS),
+    ],
+)
+def test_base_exception_fails_attempt_only(tmp_path: Path, mode: str, exception: BaseException) -> None:
+    """A BaseException from a job function fails that attempt, and the pool goes on."""
+    async def leave_async(payload: str) -> str:
         if payload == "leave":
             raise exception
         return payload
 
-    pool = WorkerPool(make_config(tmp_path, **{"consumer.n_tries": 1}), consumer_function=leave)
+    def leave(payload: str) -> str:
+        if payload == "leave":
+            raise exception
+        return payload
+
+    config = make_config(tmp_path, **{"consumer.n_tries": 1, "consumer.sync_mode": "thread"})
+    pool = WorkerPool(config, consumer_function=leave_async if mode == "async" else leave)
     pool.store.put_many(["leave", "stay"])
     run_pool(pool, lambda pool: wait_until(finished(pool, 2)))
 

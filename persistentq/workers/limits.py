@@ -44,18 +44,21 @@ async def call_with_limit(
 
 
 class FunctionExitError(Exception):
-    """A job function raised SystemExit or KeyboardInterrupt, which fails the attempt only."""
+    """A job function raised a BaseException that is no Exception, such as SystemExit; it fails the attempt only."""
 
 
 async def _contained(coroutine) -> object:
-    """Await a job coroutine, turning SystemExit and KeyboardInterrupt into FunctionExitError.
+    """Await a job coroutine, turning every BaseException but cancellation into FunctionExitError.
 
-    asyncio re-raises those two out of the event loop when a task's coroutine
-    raises them, which would end every worker of the process.
+    asyncio re-raises SystemExit and KeyboardInterrupt out of the event loop
+    when a task's coroutine raises them, which would end every worker of the
+    process, and the consumer catches only Exception from a job.
     """
     try:
         return await coroutine
-    except (SystemExit, KeyboardInterrupt) as exc:
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt, GeneratorExit, custom ones
         raise FunctionExitError(f"the job function raised {type(exc).__name__}({exc})") from exc
 
 
@@ -68,6 +71,10 @@ async def _await_with_limit(coroutine, timeout_s: float) -> object:
         # The consumer is stopping: the job gets the same short wait, then the stop goes on.
         await _cancel(task)
         raise
+    if task.cancelled():
+        # Nothing here cancelled it, so the function raised CancelledError itself,
+        # for example from awaiting a future that something else cancelled.
+        raise FunctionExitError("the job function raised CancelledError, although its consumer did not cancel it")
     if task.done():
         return task.result()
     if await _cancel(task):
@@ -121,8 +128,11 @@ async def _await_thread_with_limit(function: JobFunction, payload: str, timeout_
     def target() -> None:
         try:
             result, error = function(payload), None
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting attempt
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting attempt
             result, error = None, exc
+        except BaseException as exc:  # noqa: BLE001 - would end the consumer that awaits it
+            result, error = None, FunctionExitError(f"the job function raised {type(exc).__name__}({exc})")
+            error.__cause__ = exc
         try:
             loop.call_soon_threadsafe(settle, result, error)
         except RuntimeError:
