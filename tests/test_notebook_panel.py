@@ -295,6 +295,16 @@ def test_panel_needs_running_loop(tmp_path: Path) -> None:
         show_panel(fast_config(tmp_path), consumer_function=consume, display=False)
 
 
+@pytest.mark.parametrize("refresh_s", [0, -1, float("nan"), float("inf"), "1", True])
+def test_panel_rejects_bad_refresh(tmp_path: Path, refresh_s: object) -> None:
+    """A refresh interval that is not a positive number of seconds is rejected before any task starts."""
+    async def scenario() -> None:
+        with pytest.raises(ValueError, match="refresh_s must be a number of seconds > 0"):
+            show_panel(fast_config(tmp_path), consumer_function=consume, refresh_s=refresh_s, display=False)
+
+    asyncio.run(scenario())
+
+
 def test_pool_for_adopts_running_pool(tmp_path: Path) -> None:
     """A second WorkerPool on a running queue is not started: the running one is used, with the new function."""
     from persistentq import WorkerPool

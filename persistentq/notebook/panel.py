@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,9 @@ class ControlPanel:
             import ipywidgets  # noqa: F401
         except ImportError as exc:
             raise ImportError(WIDGETS_HINT) from exc
+        if isinstance(refresh_s, bool) or not isinstance(refresh_s, (int, float)) or not 0 < refresh_s < math.inf:
+            # 0 would reread the queue without pause and starve the kernel's loop.
+            raise ValueError(f"refresh_s must be a number of seconds > 0, got {refresh_s!r}")
         try:
             self.loop = asyncio.get_running_loop()
         except RuntimeError:
