@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import socket
 import time
@@ -364,3 +365,19 @@ def test_show_panel_default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         panel.close()
 
     run(scenario)
+
+
+def test_show_panel_defaults_warn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """Without a source or a ./config.yaml, the panel warns that the defaults put files in this folder."""
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.WARNING, logger="persistentq")
+
+    async def scenario() -> None:
+        panel = show_panel(display=False)
+        assert panel.pool.config.database_path == tmp_path / "queue.sqlite3"
+        panel.close()
+
+    run(scenario)
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any(f"no config.yaml in {tmp_path}: using the built-in defaults" in message for message in warnings), warnings
