@@ -202,6 +202,47 @@ def test_url_scheme_any_case(postgres_url, tmp_path):
         assert store.url.startswith(f"{scheme}://")
 
 
+def test_outage_calls_fail_fast_then_recover(postgres_url, tmp_path, monkeypatch):
+    """Once a wait for a connection has timed out, later calls give up within OUTAGE_TIMEOUT_S until the server is back."""
+    from persistentq.store import postgres
+
+    monkeypatch.setattr(postgres, "POOL_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(postgres, "OUTAGE_TIMEOUT_S", 0.2)
+    name = f"t_outage_{uuid.uuid4().hex[:10]}"
+    admin_query(postgres_url, f'CREATE DATABASE "{name}"')
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    store = PersistentQPostgres(url)
+    try:
+        job_id = store.put("kept")
+        admin_query(postgres_url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        admin_query(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %(name)s",
+            {"name": name},
+        )
+
+        with pytest.raises(DatabaseUnavailableError, match="within 3 s"):
+            store.counts()
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError, match="within 0.2 s"):
+            store.counts()
+        assert time.monotonic() - started < 2.5
+
+        admin_query(postgres_url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                assert store.get(job_id).payload == "kept"
+                break
+            except DatabaseUnavailableError:
+                assert time.monotonic() < deadline, "no connection within WAIT_S after the server came back"
+                time.sleep(0.1)
+        assert store.counts()[JobState.QUEUED] == 1
+    finally:
+        store.close()
+        admin_query(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_pool_size_grows_with_workers():
     """The pool has a connection per worker and two more, and at least three."""
     assert pool_size(0) == 3

@@ -64,6 +64,8 @@ CONNECT_TIMEOUT_S = 10
 # How long a call waits for a free pooled connection, including while the
 # pool reconnects to a restarted server, before it raises StoreError.
 POOL_TIMEOUT_S = 30.0
+# How long a call waits for a connection while an earlier wait has timed out and none has come since.
+OUTAGE_TIMEOUT_S = 1.0
 IMPORT_BATCH = 1000  # jobs per INSERT statement of `import_jobs`
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # A password given as a query parameter of the URL: postgresql://app@host/db?password=...
@@ -174,6 +176,7 @@ class PersistentQPostgres(PersistentQStore):
         self._listener: NotifyListener | None = None
         self._claimed_queues: set[str] = set()
         self._closed = False
+        self._outage = False
 
         self._create_schema(psycopg)
         self._pool = psycopg_pool.ConnectionPool(
@@ -265,12 +268,18 @@ class PersistentQPostgres(PersistentQStore):
 
         if self._closed:
             raise StoreError(f"{self!r} is closed")
+        # After a wait that timed out, and until a connection comes again, each call
+        # waits only OUTAGE_TIMEOUT_S. Otherwise the calls queued one behind another
+        # during an outage would each wait POOL_TIMEOUT_S, and so would a stop.
+        timeout_s = OUTAGE_TIMEOUT_S if self._outage else POOL_TIMEOUT_S
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=timeout_s) as conn:
+                self._outage = False
                 yield conn
         except PoolTimeout as exc:
+            self._outage = True
             raise DatabaseUnavailableError(
-                f"no connection to {self.display_url} within {POOL_TIMEOUT_S:g} s: "
+                f"no connection to {self.display_url} within {timeout_s:g} s: "
                 "the server is down or unreachable, or every pooled connection is busy"
             ) from exc
 
