@@ -1,6 +1,7 @@
 """Command line: python -m benchmarks [--quick] [--repeat N] [--output DIR] ...
 
-Runs every measure on persistentq, the raw sqlite3 loop and the peers, prints
+Runs every measure on persistentq, the raw sqlite3 loop, the peers and, when its
+server accepts connections, PostgreSQL's raw loop and persistentq on PostgreSQL; prints
 progress while it runs, then the table of medians, ranges and ratios, and the
 targets. With --output it also writes results.json, table.md and throughput.png.
 """
@@ -16,12 +17,13 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from .designs import DESIGNS, REFERENCE, STORE_DESIGNS
+from . import postgres_server
+from .designs import DESIGNS, REFERENCES, STORE_DESIGNS
 from .measures import MEASURES
 from .runner import RunOptions, run
-from .summary import check_problems, markdown_table, markdown_targets, plot
+from .summary import check_problems, markdown_side_by_side, markdown_table, markdown_targets, plot
 
-PACKAGES = ("persistentq", "persist-queue", "litequeue", "localqueue", "huey", "pandas")
+PACKAGES = ("persistentq", "persist-queue", "litequeue", "localqueue", "huey", "pandas", "psycopg")
 
 
 def parse_args(argv: list[str]) -> RunOptions:
@@ -30,7 +32,8 @@ def parse_args(argv: list[str]) -> RunOptions:
                         help="small sizes and 1 repetition unless --repeat is given; a smoke test, not a figure to quote")
     parser.add_argument("--repeat", type=int, default=None, help="repetitions of every measure (default 5, 1 with --quick)")
     parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
-                        help="SQLite synchronous setting for every design that lets it be set (default normal)")
+                        help="durability for every design that lets it be set: SQLite's synchronous, and for "
+                             "PostgreSQL whether claims and acks wait for the WAL flush (default normal)")
     parser.add_argument("--measure", action="append", default=[], choices=[m.key for m in MEASURES],
                         help="run only this measure; repeat the option for several")
     parser.add_argument("--design", action="append", default=[], choices=list(DESIGNS),
@@ -76,21 +79,39 @@ def machine() -> dict[str, str]:
     return {
         "cpu": cpu,
         "cores": str(os.cpu_count()),
+        "load average": " ".join(f"{load:.2f}" for load in os.getloadavg()),
         "os": platform.platform(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
+        "postgresql": postgres_version(),
         **versions,
     }
+
+
+def postgres_version() -> str:
+    """Return the version of the benchmark's PostgreSQL server, or why it is not available."""
+    if DESIGNS["raw-pg"].unavailable_reason() is not None:
+        return "not available"
+    import psycopg
+
+    with psycopg.connect(postgres_server.server_url(), connect_timeout=postgres_server.CONNECT_TIMEOUT_S) as conn:
+        return conn.info.parameter_status("server_version") or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
     options, output = parse_args(sys.argv[1:] if argv is None else argv)
     facts = machine()
     print("machine: " + ", ".join(f"{key} {value}" for key, value in facts.items()), flush=True)
-    results = run(options)
-    table, goals = markdown_table(results), markdown_targets(results)
+    try:
+        results = run(options)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table, goals, side_by_side = markdown_table(results), markdown_targets(results), markdown_side_by_side(results)
     print(f"\nfinished in {results.seconds:.0f} s, {options.repeat} repetitions\n")
     print(table)
+    print()
+    print(side_by_side)
     print()
     print(goals)
     for design, reason in results.skipped.items():
@@ -98,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in results.failures:
         print(f"FAILED: {line}")
     # A peer that delivers a job twice is a finding about the peer, and a
-    # failure of the run only for the reference loop or persistentq.
+    # failure of the run only for a raw loop or a persistentq store.
     own_problems = []
     for design, line in check_problems(results):
-        peer = design not in (REFERENCE, *STORE_DESIGNS)
+        peer = design not in (*REFERENCES, *STORE_DESIGNS)
         print(f"{'FINDING' if peer else 'PROBLEM'}: {line}")
         if not peer:
             own_problems.append(line)
@@ -109,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         output.mkdir(parents=True, exist_ok=True)
         data = {"machine": facts, **results.to_json()}
         (output / "results.json").write_text(json.dumps(data, indent=1, default=str))
-        (output / "table.md").write_text(f"{table}\n\n{goals}\n")
+        (output / "table.md").write_text(f"{table}\n\n{side_by_side}\n\n{goals}\n")
         plot(results, output / "throughput.png")
         print(f"\nwrote {output / 'results.json'}, table.md and throughput.png")
     return 1 if results.failures or own_problems else 0

@@ -13,16 +13,16 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .designs import open_design
+from .designs import DESIGNS, open_design
 from .measures import MEASURES_BY_KEY, Context
-from .sizes import FULL, QUICK, Sizes
+from .sizes import QUICK, Sizes
 
 # The line before the JSON result, so output printed by a library cannot be mistaken for it.
 RESULT_MARKER = "--- persistentq benchmark result ---"
 
 
 def build_template(kind: str, design_key: str, folder: Path, sizes: Sizes, synchronous: str) -> str:
-    """Build a big queue once per run, to be copied for each repetition; return its database file.
+    """Build a big queue once per run, to be copied for each repetition; return what `copy_template` copies.
 
     "backlog" contains `big_backlog` queued jobs. "views" contains as many
     jobs, all but 2% of them finished, as a queue that has run for a while does.
@@ -32,12 +32,12 @@ def build_template(kind: str, design_key: str, folder: Path, sizes: Sizes, synch
     if kind == "views":
         design.finish_jobs(keep_queued=sizes.big_backlog // 50)
     design.close()
-    return str(design.database_file())
+    return design.template_source()
 
 
 def main(argv: list[str]) -> int:
     request = json.loads(argv[1])
-    sizes = QUICK if request["quick"] else FULL
+    sizes = QUICK if request["quick"] else DESIGNS[request["design"]].full_sizes
     folder = Path(request["folder"])
     if "template" in request:
         result = {"file": build_template(request["template"], request["design"], folder, sizes, request["synchronous"])}

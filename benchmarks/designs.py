@@ -1,15 +1,16 @@
 """The queue designs the benchmarks compare, behind one small synchronous interface.
 
 Each design opens its own queue in a folder of its own, so every measure
-starts from a fresh database file. `DESIGNS` is the registry the runner
-reads: a new design is one subclass of `Design` (or of `StoreDesign`, when
-it is a persistentq store that the worker measures can drive) and one entry
-in that mapping.
+starts from a fresh database file, or for PostgreSQL a fresh database named
+from the folder. `DESIGNS` is the registry the runner reads: a new design is
+one subclass of `Design` (or of `StoreDesign`, when it is a persistentq
+store that the worker measures can drive) and one entry in that mapping.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -18,6 +19,9 @@ from typing import Any, ClassVar
 
 from persistentq.store.base import PersistentQStore
 from persistentq.store.sqlite import PersistentQSQLite
+
+from . import postgres_server
+from .sizes import FULL, POSTGRES_FULL, Sizes
 
 # Leases long enough that no benchmark job is ever taken over while it runs.
 LEASE_S = 600.0
@@ -34,6 +38,10 @@ class Design(ABC):
     has_put_many: ClassVar[bool] = True
     # The module a peer needs; it is benchmark-only, so it may be missing.
     module: ClassVar[str | None] = None
+    # The raw loop this design's ratios divide by: the limit of the same database.
+    reference: ClassVar[str] = "raw"
+    # Job counts of a full run; a quick run uses sizes.QUICK for every design.
+    full_sizes: ClassVar[Sizes] = FULL
 
     def __init__(self, folder: Path, synchronous: str) -> None:
         self.folder = folder
@@ -58,7 +66,7 @@ class Design(ABC):
 
     @abstractmethod
     def synchronous_setting(self) -> str:
-        """Return the SQLite `synchronous` setting this design ran with, and how it was set."""
+        """Return the durability setting this design ran with (NORMAL or FULL first), and how it was set."""
 
     def fill(self, payloads: Sequence[str]) -> None:
         """Add a backlog before a measure starts, by the fastest way the design offers."""
@@ -74,6 +82,27 @@ class Design(ABC):
     def database_file(self) -> Path:
         """Return the one file that contains this design's queue once it is closed."""
         raise NotImplementedError(f"{self.name} keeps no single database file")
+
+    def template_source(self) -> str:
+        """Return what `copy_template` copies this queue from once it is closed: its file by default."""
+        return str(self.database_file())
+
+    @classmethod
+    def copy_template(cls, source: str, folder: Path) -> None:
+        """Put a copy of the closed queue `source` where this design opens its queue for `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / Path(source).name)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Return why this design cannot run here, or None when it can."""
+        if cls.module is None or importlib.util.find_spec(cls.module) is not None:
+            return None
+        return f"module {cls.module} is not installed; pip install -e '.[bench]'"
+
+    @classmethod
+    def discard(cls, folder: Path) -> None:
+        """Remove what this design keeps outside `folder` for `folder`; files inside it the runner removes."""
 
 
 _SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
@@ -378,7 +407,167 @@ class HueyDesign(Design):
         self.storage.close()
 
 
-# The registry. The first entry is the reference every ratio divides by.
+# PostgreSQL's limit: the same three columns and index as RAW_SCHEMA, and a
+# claim that passes over rows other claimers have locked.
+PG_RAW_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS jobs "
+    "(id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload text NOT NULL, state smallint NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id)",
+)
+PG_RAW_INSERT = "INSERT INTO jobs (payload, state) VALUES (%s, 0)"
+PG_RAW_INSERT_MANY = "INSERT INTO jobs (payload, state) SELECT unnest(%s::text[]), 0"
+PG_RAW_CLAIM = """
+UPDATE jobs SET state = 1
+WHERE id = (SELECT id FROM jobs WHERE state = 0 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING id, payload
+"""
+PG_RAW_ACK = "UPDATE jobs SET state = 2 WHERE id = %s"
+# The store's own split at general.synchronous "normal": claims and outcomes
+# commit without waiting for the WAL flush, puts wait for it.
+PG_ASYNC_COMMIT = "SET synchronous_commit TO off"
+
+
+class PostgresRawLoop(Design):
+    """PostgreSQL's reference: psycopg, one claim and one ack transaction per job, nothing else.
+
+    Each statement runs in autocommit mode, so it is a transaction of its
+    own. At NORMAL the claims and acks go through a connection with
+    synchronous_commit off, as the store's do, and puts through one at the
+    server's setting.
+    """
+
+    name = "raw psycopg"
+    module = "psycopg"
+    reference = "raw-pg"
+    full_sizes = POSTGRES_FULL
+
+    def __init__(self, folder: Path, synchronous: str) -> None:
+        import psycopg
+
+        super().__init__(folder, synchronous)
+        url = postgres_server.open_database(folder)
+        self.put_conn = psycopg.connect(url, autocommit=True)
+        self.take_conn = psycopg.connect(url, autocommit=True)
+        if self.synchronous == "NORMAL":
+            self.take_conn.execute(PG_ASYNC_COMMIT)
+        for statement in PG_RAW_SCHEMA:
+            self.put_conn.execute(statement)
+
+    def put(self, payload: str) -> None:
+        self.put_conn.execute(PG_RAW_INSERT, (payload,))
+
+    def put_many(self, payloads: Sequence[str]) -> None:
+        self.put_conn.execute(PG_RAW_INSERT_MANY, (list(payloads),))
+
+    def fill(self, payloads: Sequence[str]) -> None:
+        for start in range(0, len(payloads), FILL_BATCH):
+            self.put_many(payloads[start:start + FILL_BATCH])
+
+    def take(self) -> tuple[str, Any] | None:
+        row = self.take_conn.execute(PG_RAW_CLAIM).fetchone()
+        return None if row is None else (row[1], row[0])
+
+    def ack(self, handle: Any) -> None:
+        self.take_conn.execute(PG_RAW_ACK, (handle,))
+
+    def synchronous_setting(self) -> str:
+        show = "SELECT current_setting('synchronous_commit')"
+        taking = self.take_conn.execute(show).fetchone()[0]
+        putting = self.put_conn.execute(show).fetchone()[0]
+        return f"{self.synchronous} (synchronous_commit {taking} for claims and acks, {putting} for puts)"
+
+    def close(self) -> None:
+        self.put_conn.close()
+        self.take_conn.close()
+
+    def template_source(self) -> str:
+        return postgres_server.database_name(self.folder)
+
+    @classmethod
+    def copy_template(cls, source: str, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        postgres_server.open_database(folder, template=source)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return super().unavailable_reason() or postgres_server.unreachable_reason()
+
+    @classmethod
+    def discard(cls, folder: Path) -> None:
+        postgres_server.drop_database(folder)
+
+
+# psycopg reads % as a placeholder, so the modulo operator is written %%.
+PG_FINISH_JOBS = """
+UPDATE jobs
+SET state = CASE id %% 50 WHEN 0 THEN 'failed' WHEN 1 THEN 'cancelled' ELSE 'done' END,
+    attempts = 1, started_at = created_at, finished_at = created_at + 0.001,
+    last_error = CASE id %% 50 WHEN 0 THEN 'ValueError: failed on purpose' END,
+    result = CASE WHEN id %% 50 > 1 THEN 'ok' END
+WHERE id <= %(last)s
+"""
+
+
+class PostgresStoreDesign(StoreDesign):
+    """PersistentQPostgres on a database of its own, with the store's default pool of 4 connections."""
+
+    name = "persistentq on PostgreSQL"
+    module = "psycopg"
+    reference = "raw-pg"
+    full_sizes = POSTGRES_FULL
+
+    def open_store(self) -> PersistentQStore:
+        from persistentq.store.postgres import PersistentQPostgres
+
+        self.url = postgres_server.open_database(self.folder)
+        return PersistentQPostgres(self.url, synchronous=self.synchronous.lower())
+
+    def synchronous_setting(self) -> str:
+        server = postgres_server.show_setting(self.url, "synchronous_commit")
+        if self.synchronous == "NORMAL":
+            return f"NORMAL (general.synchronous; synchronous_commit off for claims and outcomes, {server} for puts)"
+        return f"{self.synchronous} (general.synchronous; synchronous_commit {server})"
+
+    def finish_jobs(self, keep_queued: int) -> None:
+        """Give every job but the newest `keep_queued` an outcome, as the SQLite design does, then VACUUM ANALYZE.
+
+        The VACUUM stands in for autovacuum, which a live queue gets and
+        which would otherwise run during a measure.
+        """
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SELECT set_config('search_path', %s, false)", (self.store.schema,))
+            last = conn.execute("SELECT max(id) FROM jobs").fetchone()[0] - keep_queued
+            conn.execute(PG_FINISH_JOBS, {"last": last})
+            conn.execute("VACUUM ANALYZE jobs")
+
+    def database_file(self) -> Path:
+        raise NotImplementedError(f"{self.name} keeps its queue in a database, not a file")
+
+    def template_source(self) -> str:
+        return postgres_server.database_name(self.folder)
+
+    @classmethod
+    def copy_template(cls, source: str, folder: Path) -> None:
+        PostgresRawLoop.copy_template(source, folder)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return PostgresRawLoop.unavailable_reason()
+
+    @classmethod
+    def discard(cls, folder: Path) -> None:
+        postgres_server.drop_database(folder)
+
+    def lock_holder(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        from .roles import hold_table_lock
+
+        return hold_table_lock, (self.url, self.store.schema)
+
+
+# The registry, in the order of the table: SQLite's raw loop, persistentq
+# and the peers, then PostgreSQL's raw loop and persistentq on it.
 DESIGNS: dict[str, type[Design]] = {
     "raw": RawLoop,
     "persistentq": StoreDesign,
@@ -386,19 +575,26 @@ DESIGNS: dict[str, type[Design]] = {
     "litequeue": LiteQueueDesign,
     "localqueue": LocalQueueDesign,
     "huey": HueyDesign,
+    "raw-pg": PostgresRawLoop,
+    "persistentq-pg": PostgresStoreDesign,
 }
+# SQLite's raw loop; the peer targets and the peers' ratios divide by it.
 REFERENCE = "raw"
+# The raw loop of each database: every other design's ratios divide by its `reference`.
+REFERENCES = ("raw", "raw-pg")
 PEERS = ("persist-queue", "litequeue", "localqueue", "huey")
 # Designs that are persistentq stores: the worker, drain, wake-up and view measures run on these.
-STORE_DESIGNS = ("persistentq",)
+STORE_DESIGNS = ("persistentq", "persistentq-pg")
 
 
-def missing_module(key: str) -> str | None:
-    """Return the module a design needs and cannot import here, or None when it can run."""
-    module = DESIGNS[key].module
-    if module is None or importlib.util.find_spec(module) is not None:
-        return None
-    return module
+def reference_of(key: str) -> str | None:
+    """Return the raw loop that the ratios of design `key` divide by, or None for a raw loop itself."""
+    return None if key in REFERENCES else DESIGNS[key].reference
+
+
+def unavailable_reason(key: str) -> str | None:
+    """Return why the design registered under `key` cannot run here, or None when it can."""
+    return DESIGNS[key].unavailable_reason()
 
 
 def open_design(key: str, folder: Path, synchronous: str) -> Design:

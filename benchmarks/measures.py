@@ -11,7 +11,6 @@ import asyncio
 import json
 import multiprocessing
 import random
-import shutil
 import statistics
 import threading
 import time
@@ -24,7 +23,7 @@ from persistentq import WorkerPool
 from persistentq.store.base import JobState
 
 from . import roles
-from .designs import PEERS, REFERENCE, STORE_DESIGNS, Design, StoreDesign, open_design
+from .designs import DESIGNS, PEERS, REFERENCES, STORE_DESIGNS, Design, StoreDesign, open_design
 from .pool_runs import (
     ASYNC_CONSUMERS,
     SYNC_CONSUMERS,
@@ -136,9 +135,7 @@ def _measure_drain(context: Context, template_key: str | None) -> Result:
         design = _open(context)
         design.fill(_payloads(count))
     else:
-        template = Path(context.templates[template_key])
-        context.folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(template, context.folder / template.name)
+        DESIGNS[context.design].copy_template(context.templates[template_key], context.folder)
         design = _open(context)
     seen: list[str] = []
     started = time.perf_counter()
@@ -416,9 +413,7 @@ async def _loop_lag(design: StoreDesign, context: Context, backlog: int) -> tupl
 
 
 def _open_view_copy(context: Context) -> StoreDesign:
-    template = Path(context.templates[f"views:{context.design}"])
-    context.folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template, context.folder / template.name)
+    DESIGNS[context.design].copy_template(context.templates[f"views:{context.design}"], context.folder)
     design = _open(context)
     assert isinstance(design, StoreDesign)
     return design
@@ -459,14 +454,15 @@ class Measure:
     templates: tuple[str, ...] = ()  # big databases built once per run and copied for each repetition
 
 
-ALL_DESIGNS = (REFERENCE, *STORE_DESIGNS, *PEERS)
-DRAIN_DESIGNS = (REFERENCE, *STORE_DESIGNS)
+# In the order of the registry: SQLite's designs first, then PostgreSQL's.
+ALL_DESIGNS = tuple(key for key in DESIGNS if key in (*REFERENCES, *STORE_DESIGNS, *PEERS))
+DRAIN_DESIGNS = tuple(key for key in DESIGNS if key in (*REFERENCES, *STORE_DESIGNS))
 
 # The registry, in the order the table shows it.
 MEASURES: tuple[Measure, ...] = (
     Measure("put", "put, one job per commit", measure_put, ALL_DESIGNS),
     Measure("put_many", "put_many, one commit", measure_put_many,
-            (REFERENCE, *STORE_DESIGNS, "litequeue", "localqueue")),
+            tuple(key for key in ALL_DESIGNS if DESIGNS[key].has_put_many)),
     Measure("claim_ack", "claim + ack, one job at a time", measure_claim_ack, ALL_DESIGNS),
     Measure("cycle_async", "worker cycle, async no-op", measure_cycle_async, STORE_DESIGNS),
     Measure("cycle_sync", "worker cycle, sync no-op in child processes", measure_cycle_sync, STORE_DESIGNS),

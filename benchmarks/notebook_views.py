@@ -120,7 +120,8 @@ def main() -> None:
     print("|---|---:|---:|")
     for name, call in views.items():
         ms, rows = median_ms(call, args.repeat)
-        print(f"| `{name}` | {ms:.0f} | {rows:,} |")
+        shown = f"{ms:.0f}" if ms >= 10 else f"{ms:.2f}"
+        print(f"| `{name}` | {shown} | {rows:,} |")
 
     # A writer putting jobs while the views read: WAL readers should not hold it up.
     for label, reads in (("no reads", None), ("views reading", list(views.values()))):

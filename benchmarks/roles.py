@@ -123,6 +123,10 @@ async def _wait_for_jobs(design_key: str, folder: Path, synchronous: str, report
 
     pool = WorkerPool(pool_config(folder, n_cons=4), store=design.store, consumer_function=note_start)
     await pool.start()
+    # PostgreSQL hears puts from other processes once its LISTEN thread has connected.
+    wait_until_listening = getattr(design.store, "wait_until_listening", None)
+    if wait_until_listening is not None and not await asyncio.to_thread(wait_until_listening, 30.0):
+        raise RuntimeError(f"the LISTEN connection of {design.store!r} did not connect within 30 s")
     ready.set()
     while not stop.is_set():
         await asyncio.sleep(0.01)
@@ -141,3 +145,20 @@ def hold_write_lock(database: Path, seconds: float, holding: Any, released: Any)
     released.set()
     conn.close()
 
+
+
+def hold_table_lock(url: str, schema: str, seconds: float, holding: Any, released: Any) -> None:
+    """Hold an EXCLUSIVE lock on the PostgreSQL jobs table for `seconds`, which blocks every claim, put and ack.
+
+    EXCLUSIVE mode still lets plain SELECTs through, as SQLite's write lock
+    lets readers through in WAL mode.
+    """
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute(sql.SQL("LOCK TABLE {}.jobs IN EXCLUSIVE MODE").format(sql.Identifier(schema)))
+            holding.set()
+            time.sleep(seconds)
+    released.set()

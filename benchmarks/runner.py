@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .child import RESULT_MARKER
-from .designs import DESIGNS, missing_module
+from .designs import DESIGNS, unavailable_reason
 from .measures import MEASURES, PROCESS_TIMEOUT_S, Measure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,9 +70,11 @@ def selected_pairs(options: RunOptions, skipped: dict[str, str]) -> list[tuple[M
         for design in measure.designs:
             if options.designs and design not in options.designs:
                 continue
-            module = missing_module(design)
-            if module is not None:
-                skipped[design] = f"module {module} is not installed; pip install -e '.[bench]'"
+            if design in skipped:
+                continue
+            reason = unavailable_reason(design)
+            if reason is not None:
+                skipped[design] = reason
                 continue
             pairs.append((measure, design))
     return pairs
@@ -98,11 +100,15 @@ def run_child(request: dict[str, Any], timeout_s: float = PROCESS_TIMEOUT_S) -> 
     return json.loads(lines[lines.index(RESULT_MARKER) + 1])
 
 
+def template_keys(pairs: list[tuple[Measure, str]]) -> list[tuple[str, str]]:
+    """Return the (kind, design) of each big database that the selected measures copy."""
+    return sorted({(kind, design) for measure, design in pairs for kind in measure.templates})
+
+
 def build_templates(pairs: list[tuple[Measure, str]], options: RunOptions, folder: Path, out: TextIO) -> dict[str, str]:
     """Build each big database the selected measures copy, once per run."""
-    needed = sorted({(kind, design) for measure, design in pairs for kind in measure.templates})
     templates: dict[str, str] = {}
-    for kind, design in needed:
+    for kind, design in template_keys(pairs):
         started = time.perf_counter()
         print(f"building the {kind} queue for {design} ...", end=" ", file=out, flush=True)
         request = {
@@ -124,6 +130,9 @@ def run(options: RunOptions, out: TextIO = sys.stdout) -> RunResults:
             raise ValueError(f"unknown design {design!r}; expected one of {', '.join(DESIGNS)}")
     skipped: dict[str, str] = {}
     pairs = selected_pairs(options, skipped)
+    if not pairs and skipped:
+        reasons = "; ".join(f"{design}: {reason}" for design, reason in skipped.items())
+        raise ValueError(f"none of the selected designs can run here ({reasons})")
     if not pairs:
         raise ValueError("no measure selected; check --measure and --design")
     for design, reason in skipped.items():
@@ -142,8 +151,19 @@ def run(options: RunOptions, out: TextIO = sys.stdout) -> RunResults:
     finally:
         results.seconds = time.perf_counter() - started
         if not options.keep:
+            # Template databases on a server outlive the folder, so each design drops its own.
+            for kind, design in template_keys(pairs):
+                _discard(design, base / f"template-{kind}-{design}", out)
             shutil.rmtree(base, ignore_errors=True)
     return results
+
+
+def _discard(design: str, folder: Path, out: TextIO) -> None:
+    """Remove what `design` keeps outside `folder`, reporting a failure instead of raising it."""
+    try:
+        DESIGNS[design].discard(folder)
+    except Exception as exc:  # noqa: BLE001 - a cleanup failure must not hide the run's results
+        print(f"could not remove the {design} database of {folder}: {exc}", file=out, flush=True)
 
 
 def _run_one(
@@ -179,6 +199,7 @@ def _run_one(
         return
     finally:
         if not options.keep:
+            _discard(design, folder, out)
             shutil.rmtree(folder, ignore_errors=True)
     results.results.setdefault((measure.key, design), []).append(result)
     headline = ", ".join(f"{value:,.1f} {name}" for name, value in result["metrics"].items())

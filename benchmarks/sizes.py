@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -49,3 +49,12 @@ QUICK = Sizes(
     lock_hold_s=0.5,
     view_calls=2,
 )
+
+# PostgreSQL commits every put with a WAL flush, and the store makes four
+# round trips per claim and four per ack (BEGIN, SET LOCAL, the statement,
+# COMMIT), so its one-job-at-a-time measures ran 7 to 40 times slower than
+# SQLite's in two full runs on the 2-core machine of docs/benchmarks.md. A tenth of the jobs
+# (a fifth for put, a twentieth for drain) keeps a full run with both
+# databases near 10 minutes there. The big backlog stays at 1,000,000 jobs,
+# the size the drain and view measures are about.
+POSTGRES_FULL = replace(FULL, put=2_000, claim_ack=1_000, cycle_sync=1_000, multiprocess=1_000, drain=1_000)

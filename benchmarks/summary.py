@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .designs import PEERS, REFERENCE, STORE_DESIGNS
+from .designs import DESIGNS, PEERS, REFERENCE, STORE_DESIGNS, reference_of
 from .measures import MEASURES, MEASURES_BY_KEY
 from .runner import RunResults
 
@@ -76,10 +76,11 @@ def rows(run: RunResults) -> list[Row]:
 
 
 def _ratio_to_reference(run: RunResults, measure: str, design: str, metric: str) -> Spread | None:
-    if design == REFERENCE:
+    reference_design = reference_of(design)
+    if reference_design is None:
         return None
     own = _per_repetition(run, measure, design, metric)
-    reference = _per_repetition(run, measure, REFERENCE, metric)
+    reference = _per_repetition(run, measure, reference_design, metric)
     return Spread.of([own[i] / reference[i] for i in own if reference.get(i)])
 
 
@@ -136,23 +137,31 @@ ACKING_PEERS = tuple(peer for peer in PEERS if peer != "huey")
 
 
 def targets() -> list[Target]:
-    """Return the targets for every persistentq store design."""
+    """Return the targets for every persistentq store design.
+
+    Ratios to a raw loop divide by the raw loop of the same database. The
+    peers are SQLite queues, so only the SQLite store is held against them.
+    """
     found = []
-    raw_loop = figure("claim_ack", REFERENCE, "jobs/s")
     for design in STORE_DESIGNS:
         name = "" if design == "persistentq" else f" [{design}]"
+        reference = DESIGNS[design].reference
+        raw_loop = figure("claim_ack", reference, "jobs/s")
         cycle = figure("cycle_async", design, "jobs/s")
+        found.append(Target(f"worker cycle (async) / raw claim+ack{name}", cycle, 1.0, True, raw_loop))
+        if reference == REFERENCE:
+            found += [
+                Target(f"worker cycle (async) / fastest peer get+ack{name}", cycle, 5.0, True,
+                       fastest("claim_ack", PEERS, "jobs/s")),
+                Target(f"worker cycle (async) / fastest peer that acks{name}", cycle, 5.0, True,
+                       fastest("claim_ack", ACKING_PEERS, "jobs/s")),
+            ]
         found += [
-            Target(f"worker cycle (async) / raw claim+ack{name}", cycle, 1.0, True, raw_loop),
-            Target(f"worker cycle (async) / fastest peer get+ack{name}", cycle, 5.0, True,
-                   fastest("claim_ack", PEERS, "jobs/s")),
-            Target(f"worker cycle (async) / fastest peer that acks{name}", cycle, 5.0, True,
-                   fastest("claim_ack", ACKING_PEERS, "jobs/s")),
             Target(f"worker cycle (sync, child processes) / raw claim+ack{name}",
                    figure("cycle_sync", design, "jobs/s"), 0.25, True, raw_loop),
             Target(f"1 producer + 4 consumers / raw in the same set-up{name}",
                    figure("multiprocess", design, "jobs/s"), 0.7, True,
-                   figure("multiprocess", REFERENCE, "jobs/s")),
+                   figure("multiprocess", reference, "jobs/s")),
             Target(f"drain from the big backlog / from a small one{name}",
                    figure("drain_big", design, "jobs/s"), 0.9, True,
                    figure("drain_small", design, "jobs/s")),
@@ -195,7 +204,7 @@ def _spread_text(spread: Spread | None) -> str:
 def markdown_table(run: RunResults) -> str:
     """Return the figures of a run as a Markdown table: median (min-max) over the repetitions."""
     lines = [
-        "| measure | design | figure | median (min-max) | vs raw, within each repetition | synchronous | jobs put / done / dup / lost / lock errors |",
+        "| measure | design | figure | median (min-max) | vs its raw loop, within each repetition | synchronous | jobs put / done / dup / lost / lock errors |",
         "|---|---|---|---:|---:|---|---|",
     ]
     for row in rows(run):
@@ -218,6 +227,29 @@ def markdown_targets(run: RunResults) -> str:
         else:
             verdict = "yes" if target.met(spread) else "**no**"
         lines.append(f"| {target.title} | {bound} | {_spread_text(spread)} | {verdict} |")
+    return "\n".join(lines)
+
+
+SIDE_BY_SIDE = ("raw", "persistentq", "raw-pg", "persistentq-pg")
+
+
+def markdown_side_by_side(run: RunResults) -> str:
+    """Return the headline median of every measure for SQLite's and PostgreSQL's raw loop and store, in columns."""
+    lines = [
+        "| measure | figure | " + " | ".join(SIDE_BY_SIDE) + " |",
+        "|---|---|" + "---:|" * len(SIDE_BY_SIDE),
+    ]
+    for measure in MEASURES:
+        metrics: list[str] = []
+        for design in SIDE_BY_SIDE:
+            for repetition in run.results.get((measure.key, design), [])[:1]:
+                metrics += [name for name in repetition["metrics"] if name not in metrics]
+        for metric in metrics:
+            cells = []
+            for design in SIDE_BY_SIDE:
+                values = [v for v in metric_values(run, measure.key, design, metric) if v is not None]
+                cells.append(_number(statistics.median(values)) if values else "n/a")
+            lines.append(f"| {measure.title} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -246,7 +278,7 @@ def plot(run: RunResults, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    designs = [REFERENCE, *STORE_DESIGNS, *PEERS]
+    designs = [design for design in DESIGNS if any((key, design) in run.results for key in THROUGHPUT_MEASURES)]
     measures = [key for key in THROUGHPUT_MEASURES if any((key, design) in run.results for design in designs)]
     figure_, axes = plt.subplots(figsize=(10, 5))
     width = 0.8 / len(designs)

@@ -94,14 +94,7 @@ def open_queue(config_path: Path | None, *, create: bool = False) -> tuple[Confi
     so a command run from the wrong folder does not report an empty queue.
     """
     config = load_config(config_path)
-    database = config.database_path
-    if not create and database is not None and not database.exists():
-        source = f"config {config.source}" if config.source else "the built-in defaults (no config.yaml here)"
-        raise StoreError(
-            f"no queue at {database}, the database of {source}; pass --config with the config "
-            "of your queue, or start one with basic run or basic enqueue"
-        )
-    return config, open_store(config)
+    return config, open_store(config, create=create)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -138,11 +131,13 @@ async def _run_pool(config: Config, duration_s: float | None) -> None:
     pool = WorkerPool(config)
     stop = asyncio.Event()
     install_stop_handlers(pool, stop)
+    queue_place = pool.store if config.database_url is not None else config.general.primary_path
     if config.source is None:
-        log.warning("no config file: using the built-in defaults, so files and the queue go to %s",
-                    config.general.primary_path)
+        log.warning("no config file: using the built-in defaults; files go to %s, the queue to %s",
+                    config.general.primary_path, queue_place)
     else:
-        log.info("config %s; files and the queue in %s", config.source, config.general.primary_path)
+        log.info("config %s; files in %s, the queue in %s", config.source, config.general.primary_path,
+                 queue_place)
     await pool.run(duration_s, stop=stop)
 
 

@@ -502,7 +502,12 @@ def _type_fix(value: Any, rule: _Rule, default: object) -> str | None:
         return _number_type_fix(value, rule, default)
 
     accepted = (str, os.PathLike) if rule.kind is Path else (str,)
-    return None if isinstance(value, accepted) else "put the value in quotes"
+    if isinstance(value, accepted):
+        return None
+    if isinstance(value, bool):
+        # YAML 1.1 reads yes, no, on and off unquoted as booleans.
+        return "YAML reads yes/no/on/off/true/false as a boolean, so put the value in quotes"
+    return "put the value in quotes"
 
 
 def _number_type_fix(value: Any, rule: _Rule, default: object) -> str | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.designs import missing_module
+from benchmarks.designs import unavailable_reason
+from external import skip_or_fail
 from benchmarks.measures import MEASURES
 from persistentq import WorkerPool, config_from_dict
 from persistentq.store import PersistentQSQLite
@@ -60,11 +63,83 @@ def test_quick_run_covers_every_measure_and_design(quick_run):
         (measure.key, design)
         for measure in MEASURES
         for design in measure.designs
-        if missing_module(design) is None
+        if unavailable_reason(design) is None
     }
 
     assert quick_run["failures"] == []
     assert set(ran) == expected
+
+
+POSTGRES_DESIGNS = ("raw-pg", "persistentq-pg")
+
+
+def test_quick_run_covers_postgres(quick_run):
+    """Both PostgreSQL designs ran every measure they list, each job once: none lost, none twice."""
+    reason = unavailable_reason("persistentq-pg")
+    if reason is not None:
+        skip_or_fail(reason)
+    ran = _repetitions(quick_run)
+    expected = {(measure.key, design) for measure in MEASURES for design in measure.designs
+                if design in POSTGRES_DESIGNS}
+
+    assert {"claim_ack", "cycle_async", "multiprocess", "wake_cross_process", "drain_big"} <= {
+        measure for measure, design in expected if design == "persistentq-pg"
+    }
+    assert expected <= set(ran)
+    assert "persistentq-pg" not in quick_run["skipped"]
+    for pair in sorted(expected):
+        checks = ran[pair][0].get("checks")
+        if checks is None:
+            continue
+        assert checks["done"] == checks["put"], (pair, checks)
+        assert checks["duplicates"] == 0, (pair, checks)
+        assert checks["lost"] == 0, (pair, checks)
+
+
+def test_quick_run_leaves_no_postgres_database(quick_run):
+    """The run drops every database it created on the server, templates included."""
+    reason = unavailable_reason("persistentq-pg")
+    if reason is not None:
+        skip_or_fail(reason)
+    import psycopg
+
+    from benchmarks import postgres_server
+
+    with psycopg.connect(postgres_server.server_url(), autocommit=True) as conn:
+        names = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+    base = Path(quick_run["options"]["folder"])
+    folders = [base / "rep1" / f"{measure}-{design}" for measure, design in _repetitions(quick_run)
+               if design in POSTGRES_DESIGNS]
+    folders += [base / f"template-{kind}-{design}" for measure in MEASURES for kind in measure.templates
+                for design in measure.designs if design in POSTGRES_DESIGNS]
+    created = {postgres_server.database_name(folder) for folder in folders}
+
+    assert created
+    assert not created & names
+
+
+def test_unreachable_postgres_reported_not_run(tmp_path):
+    """With no server on the configured port, the PostgreSQL designs are reported as not run and the rest runs."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    env = {**os.environ, "PERSISTENTQ_BENCH_POSTGRES": f"postgresql://postgres:secret@127.0.0.1:{closed_port}/postgres"}
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--measure", "put", "--dir", str(tmp_path / "data")]
+
+    mixed = subprocess.run([*command, "--design", "raw", "--design", "raw-pg", "--output", str(tmp_path / "out")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    only_postgres = subprocess.run([*command, "--design", "persistentq-pg"],
+                                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+
+    assert mixed.returncode == 0, mixed.stdout[-2000:] + mixed.stderr[-2000:]
+    assert f"NOT RUN: raw-pg: PostgreSQL at postgresql://postgres:***@127.0.0.1:{closed_port}/postgres" in mixed.stdout
+    assert "secret" not in mixed.stdout
+    assert "raw-pg" in results["skipped"]
+    assert [(entry["measure"], entry["design"]) for entry in results["results"]] == [("put", "raw")]
+    assert only_postgres.returncode == 2
+    assert "Traceback" not in only_postgres.stderr
+    assert "none of the selected designs can run here (persistentq-pg: PostgreSQL at" in only_postgres.stderr
 
 
 def test_quick_run_every_measure_gives_a_number(quick_run):
@@ -110,7 +185,7 @@ def test_quick_run_writes_table_and_plot(quick_run):
 
 
 def test_quick_run_reports_synchronous_setting(quick_run):
-    """Every design reports the SQLite synchronous setting it ran with."""
+    """Every design reports the durability setting it ran with, NORMAL or FULL first."""
     for (measure, design), repetitions in _repetitions(quick_run).items():
         setting = repetitions[0].get("synchronous", "")
         assert setting.split(" ")[0] in ("NORMAL", "FULL"), (measure, design, setting)

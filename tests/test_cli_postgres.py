@@ -368,3 +368,31 @@ def test_migrate_source_not_queue(tmp_path, postgres_url, content, message):
     assert message in result.output
     assert source.read_bytes() == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["other.db"]
+
+
+@pytest.mark.parametrize("command", ["status", "jobs", "purge"])
+def test_read_commands_leave_empty_database_alone(tmp_path, postgres_url, command):
+    """A management command on a database without the queue schema fails and creates nothing."""
+    import psycopg
+
+    from postgres_server import database_url, server_url
+
+    database = f"pqempty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    try:
+        url = database_url(server_url(), database)
+        config = tmp_path / "config.yaml"
+        config.write_text(f"general:\n  database: {url}\n")
+
+        result = basic(command, "--config", str(config))
+
+        assert result.exit_code == 1, result.output
+        assert "no queue in" in result.output
+        assert "PERSISTENTQ_DATABASE" in result.output
+        with psycopg.connect(url) as conn:
+            schemas = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'persistentq'").fetchall()
+        assert schemas == []
+    finally:
+        with psycopg.connect(server_url(), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")

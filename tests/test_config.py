@@ -391,6 +391,7 @@ BAD_FILES = {
     "list-for-value": ("consumer:\n    n_time: [1, 2]\n", ["consumer.n_time", "[1, 2]", "single value"]),
     "null-value": ("consumer:\n    n_time:\n", ["consumer.n_time", "null", "3600"]),
     "int-for-string": ("general:\n    queue: 5\n", ["general.queue", "5", "quotes"]),
+    "yaml-bool-for-string": ("general:\n    synchronous: off\n", ["general.synchronous", "False", "as a boolean", "quotes"]),
     "int-for-path": ("general:\n    primary_path: 5\n", ["general.primary_path", "5"]),
     "n_tries-zero": ("consumer:\n    n_tries: 0\n", ["consumer.n_tries", "got 0", "from 1 to 1000000000"]),
     "cleaner-interval-zero": ("cleaner:\n    interval: 0\n", ["cleaner.interval", "got 0"]),

@@ -275,7 +275,24 @@ def test_workers_table_cuts_stopped_rows() -> None:
     table = workers_table(records, now=now)
 
     assert table.index("producer-1@h:1") < table.index("consumer-0@h:1")
-    assert "16 more stopped workers not shown" in table
+    assert "35 more stopped workers not shown" in table
+    assert "consumer-4@h:1" in table
+    assert "consumer-5@h:1" not in table
+
+
+def test_workers_table_counts_hidden_live_rows() -> None:
+    """Live workers past the row limit are counted apart from stopped ones."""
+    now = time.time()
+    records = [
+        WorkerRecord(id=f"consumer-{i}@h:1", kind="consumer", host="h", pid=1, state="running",
+                     started_at=now, heartbeat_at=now)
+        for i in range(30)
+    ]
+
+    table = workers_table(records, now=now)
+
+    assert "5 more live workers not shown" in table
+    assert "stopped workers not shown" not in table
 
 
 def test_rate_meter_window() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from persistentq.files import FAILED_SUFFIX
 from persistentq.pool import WorkerPool
 from persistentq.store.base import MAX_PAYLOAD_BYTES, JobState, PersistentQStore, WorkerRecord
 from persistentq.web import create_app
+from persistentq.web.api import failed_ids
+from persistentq.web.state import MAX_STOPPED_IN_SNAPSHOT
 from web_support import BASE_URL, TestClient, assert_error, make_config, wait_until
 
 
@@ -172,6 +175,24 @@ def test_workers_lists_registry_with_lost_flag(client: TestClient, store: Persis
     assert workers["silent"]["host"] == "host-b"
 
 
+def test_snapshot_keeps_recent_stopped_workers(client: TestClient, store: PersistentQStore) -> None:
+    """The snapshot lists every active worker but only the most recent stopped ones, and counts the rest."""
+    now = time.time()
+    store.register_worker(WorkerRecord("active", "consumer", "host-a", 11, "running", now, now))
+    extra = 5
+    for number in range(MAX_STOPPED_IN_SNAPSHOT + extra):
+        store.register_worker(WorkerRecord(f"stopped-{number}", "consumer", "host-a", 11, "stopped", now - 100,
+                                           now - number))
+
+    snapshot = client.get("/api/snapshot").json()
+    shown = {worker["id"] for worker in snapshot["workers"]}
+
+    assert "active" in shown
+    assert shown - {"active"} == {f"stopped-{number}" for number in range(MAX_STOPPED_IN_SNAPSHOT)}
+    assert snapshot["stopped_not_shown"] == extra
+    assert len(client.get("/api/workers").json()) == MAX_STOPPED_IN_SNAPSHOT + extra + 1
+
+
 def test_throughput_counts_done_and_failed(client: TestClient, store: PersistentQStore) -> None:
     """GET /api/throughput puts the jobs that finished now in the current bucket."""
     done_job(store, "a")
@@ -267,6 +288,20 @@ def test_enqueue_oversize_body_is_413(client: TestClient, store: PersistentQStor
     assert store.jobs() == []
 
 
+@pytest.mark.parametrize("content, words", [
+    (b'{"payloads": ["\xff"]}', ["utf-8", "position"]),
+    ('{"payloads": ' + "[" * 100_000 + "]" * 100_000 + "}", ["recursion"]),
+    ('{"payloads": ["a"], "priority": ' + "9" * 5000 + "}", ["digits"]),
+])
+def test_undecodable_body_names_reason(client: TestClient, store: PersistentQStore, content: str | bytes,
+                                       words: list[str]) -> None:
+    """A body that the JSON decoder fails on (bad UTF-8, deep nesting, a huge integer) gets 400 naming why."""
+    response = client.post("/api/jobs", content=content, headers={"content-type": "application/json"})
+
+    assert_error(response, 400, "not valid JSON", *words)
+    assert store.jobs() == []
+
+
 @pytest.mark.parametrize("content", ['{"payloads": ["a"', "not json", '{"payloads": ["\\ud800"]}', ""])
 def test_enqueue_malformed_json_changes_nothing(client: TestClient, store: PersistentQStore, content: str) -> None:
     """Malformed JSON, a lone surrogate or an empty body gets 400 or 422 and puts no job."""
@@ -348,6 +383,16 @@ def test_requeue_all_failed(client: TestClient, store: PersistentQStore) -> None
     assert body["rejected"] == {}
     assert store.get(done).state == JobState.DONE
     assert store.counts()[JobState.QUEUED] == 2
+
+
+def test_failed_ids_reads_every_page(client: TestClient, store: PersistentQStore) -> None:
+    """failed_ids collects the ids of failed jobs across pages smaller than their number, and nothing else."""
+    failed = [failed_job(store, f"f{number}") for number in range(5)]
+    done_job(store, "d")
+
+    ids = failed_ids(client.app.state.dashboard, page_size=2)
+
+    assert sorted(ids) == sorted(failed)
 
 
 def test_purge_chosen_states(client: TestClient, store: PersistentQStore) -> None:
@@ -432,6 +477,26 @@ def test_scale_stopped_pool_is_409(client: TestClient) -> None:
     assert client.get("/api/pool").json()["workers"] == []
 
 
+@pytest.mark.parametrize("body", [{"n_cons": True}, {"n_cons": "2"}, {"n_cons": 2.0}, {"n_prod": False}])
+def test_scale_other_json_type_is_422(client: TestClient, body: dict) -> None:
+    """A boolean, string or float worker count gets 422 instead of being read as a number, and nothing is scaled."""
+    client.post("/api/pool/start")
+
+    response = client.post("/api/pool/scale", json=body)
+
+    assert_error(response, 422, "valid integer")
+    pool = client.get("/api/pool").json()
+    assert (pool["producers"], pool["consumers"]) == (1, 1)
+
+
+@pytest.mark.parametrize("body", [{"payloads": ["a"], "priority": True}, {"payloads": ["a"], "priority": "5"},
+                                  {"payloads": ["a"], "delay_s": "1"}])
+def test_enqueue_other_json_type_is_422(client: TestClient, store: PersistentQStore, body: dict) -> None:
+    """A boolean or string priority or delay gets 422 and puts no job."""
+    assert_error(client.post("/api/jobs", json=body), 422)
+    assert store.jobs() == []
+
+
 @pytest.mark.parametrize("path, body", [
     ("/api/pool/scale", {"n_cons": 65}),
     ("/api/pool/scale", {"n_cons": -1}),
@@ -507,3 +572,62 @@ def test_app_with_own_pool_reads_after_stop(tmp_path: Path) -> None:
 
     assert after_stop.status_code == 200
     assert pool.running is False
+
+
+# The database file vanishing under the app.
+
+
+def test_deleted_database_is_503_and_puts_nothing(client: TestClient, store: PersistentQStore) -> None:
+    """After the database file is deleted, reads and writes get 503 naming the restart, and no job goes to the lost file."""
+    assert client.post("/api/jobs", json={"payloads": ["before"]}).status_code == 201
+    database = client.app.state.dashboard.config.database_path
+    for path in database.parent.glob(database.name + "*"):
+        path.unlink()
+
+    enqueue = client.post("/api/jobs", json={"payloads": ["after"]})
+    counts = client.get("/api/counts")
+    jobs = client.get("/api/jobs")
+
+    assert_error(enqueue, 503, "deleted or replaced", "start it again")
+    assert_error(counts, 503, "deleted or replaced")
+    assert_error(jobs, 503, "deleted or replaced")
+    assert not database.exists()
+
+
+# Event streams.
+
+
+def test_event_streams_share_one_read(tmp_path: Path) -> None:
+    """Streams that ask for a snapshot at the same time with the same chart settings get one shared event."""
+    app = create_app(make_config(tmp_path), start_pool=False)
+    state = app.state.dashboard
+
+    async def twenty_streams() -> list[str]:
+        return await asyncio.gather(*(state.snapshot_event(interval_s=5, window_s=300) for _ in range(20)))
+
+    try:
+        events = asyncio.run(twenty_streams())
+    finally:
+        state.store.close()
+
+    assert events[0].startswith("event: snapshot\ndata: {")
+    assert all(event is events[0] for event in events)
+
+
+def test_stream_wait_ends_on_closing(tmp_path: Path) -> None:
+    """A stream waiting on a read or a pause stops waiting once the server begins to shut down."""
+    app = create_app(make_config(tmp_path), start_pool=False)
+    state = app.state.dashboard
+
+    async def wait_while_closing() -> object:
+        waiting = asyncio.ensure_future(state.until_closing(asyncio.sleep(60, result="slept")))
+        await asyncio.sleep(0.05)
+        state.closing.set()
+        return await asyncio.wait_for(waiting, 5)
+
+    try:
+        result = asyncio.run(wait_while_closing())
+    finally:
+        state.store.close()
+
+    assert result is None

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import signal
 import socket
+import sqlite3
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,7 +18,11 @@ from click.testing import CliRunner
 
 from persistentq.cli import main
 from persistentq.web.serve import _bind
+from persistentq.web.state import MAX_EVENT_STREAMS
 from web_support import WebApp, free_port, wait_until
+
+# AnyIO's default number of worker threads, which run FastAPI's plain-function routes.
+THREAD_POOL_SIZE = 40
 
 SLOW_FUNCTIONS = '''
 import asyncio
@@ -99,6 +108,96 @@ def _first_snapshot(response: httpx.Response) -> dict:
         elif line.startswith("data: ") and event == "snapshot":
             return json.loads(line.removeprefix("data: "))
     raise AssertionError("the event stream ended before a snapshot")
+
+
+def test_event_streams_capped_and_end_on_sigint(tmp_path: Path) -> None:
+    """Past MAX_EVENT_STREAMS open streams a new one gets 503; a closed one frees its slot; SIGINT ends them all."""
+    app = WebApp(tmp_path / "app", SLOW_CONFIG, SLOW_FUNCTIONS)
+    limits = httpx.Limits(max_connections=MAX_EVENT_STREAMS + 8)
+    try:
+        with contextlib.ExitStack() as streams, httpx.Client(base_url=app.url, timeout=10, limits=limits) as client:
+            opened = [streams.enter_context(client.stream("GET", "/api/events")) for _ in range(MAX_EVENT_STREAMS)]
+            over = client.get("/api/events")
+            opened.pop().close()
+            wait_until(lambda: _stream_status(client) == 200)
+            started = time.monotonic()
+            code = app.stop()
+            stop_s = time.monotonic() - started
+    finally:
+        app.stop()
+
+    assert all(response.status_code == 200 for response in opened)
+    assert over.status_code == 503
+    assert "limit is" in over.json()["error"]
+    assert over.headers["retry-after"].isdigit()
+    assert code == 0, app.log()
+    assert stop_s < 15, f"stopping with {MAX_EVENT_STREAMS} open streams took {stop_s:.1f} s"
+    assert "Exception in ASGI application" not in app.log()
+
+
+def test_pool_controls_work_while_database_locked(tmp_path: Path) -> None:
+    """While another process holds the write lock and blocked enqueues fill the thread pool, pause still works."""
+    app = WebApp(tmp_path / "app", SLOW_CONFIG, SLOW_FUNCTIONS)
+    blocked_posts = THREAD_POOL_SIZE + 5
+    lock = sqlite3.connect(tmp_path / "app" / "data" / "queue.sqlite3", isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        with concurrent.futures.ThreadPoolExecutor(blocked_posts) as senders, \
+                httpx.Client(base_url=app.url, timeout=60, limits=httpx.Limits(max_connections=100)) as client:
+            posts = [senders.submit(client.post, "/api/jobs", json={"payloads": [f"p{number}"]})
+                     for number in range(blocked_posts)]
+            try:
+                time.sleep(1)  # the posts reach the server and wait for the lock
+                pause = client.post("/api/pool/pause", json={"kind": "consumer"}, timeout=10)
+                pool = client.get("/api/pool", timeout=10)
+                still_waiting = sum(not post.done() for post in posts)
+            finally:
+                lock.execute("ROLLBACK")
+            statuses = [post.result().status_code for post in posts]
+    finally:
+        lock.close()
+        code = app.stop()
+
+    assert pause.status_code == 200, pause.text
+    assert pool.json()["paused"] == ["consumer"]
+    assert still_waiting == blocked_posts
+    assert statuses == [201] * blocked_posts
+    assert code == 0, app.log()
+
+
+def test_stream_reports_deleted_database(tmp_path: Path) -> None:
+    """Once the database file is deleted, an open event stream sends one problem event naming it, not old numbers."""
+    app = WebApp(tmp_path / "app", SLOW_CONFIG, SLOW_FUNCTIONS)
+    try:
+        with httpx.Client(base_url=app.url, timeout=10) as stream, stream.stream("GET", "/api/events") as events:
+            lines = events.iter_lines()
+            first = _next_event(lines, "snapshot")
+            for path in (tmp_path / "app" / "data").glob("queue.sqlite3*"):
+                path.unlink()
+            problem = _next_event(lines, "problem")
+    finally:
+        app.stop()
+
+    assert first["counts"]["queued"] == 0
+    assert "deleted or replaced" in problem["error"]
+    assert "start it again" in problem["error"]
+
+
+def _next_event(lines: Iterator[str], name: str) -> dict:
+    """Read the lines of server-sent events until the next event called `name` and return its data."""
+    event = None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event == name:
+            return json.loads(line.removeprefix("data: "))
+    raise AssertionError(f"the event stream ended before a {name} event")
+
+
+def _stream_status(client: httpx.Client) -> int:
+    """Open an event stream, close it at once, and return its status."""
+    with client.stream("GET", "/api/events") as response:
+        return response.status_code
 
 
 def test_web_app_serves_page_and_rejects_foreign_host(tmp_path: Path) -> None:

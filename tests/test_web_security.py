@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
+from starlette.websockets import WebSocketDisconnect
 
 from persistentq.cli import main
 from persistentq.store.base import JobState, PersistentQStore
 from persistentq.web import create_app
-from persistentq.web.security import MAX_BODY_BYTES, TOKEN_COOKIE
+from persistentq.web.security import MAX_BODY_BYTES, TOKEN_COOKIE, WS_POLICY_VIOLATION
+from persistentq.web.serve import check_web_settings
 from web_support import BASE_URL, PORT, TestClient, assert_error, make_config
 
 TOKEN = "s3cret token;="
@@ -86,8 +90,8 @@ def test_cross_origin_pool_stop_rejected(client: TestClient) -> None:
 
 def test_cross_origin_purge_and_requeue_rejected(client: TestClient, store: PersistentQStore) -> None:
     """Cross-origin purge and cancel are rejected and leave the jobs as they were."""
-    client.post("/api/pool/pause", json={"kind": "consumer"})
-    job_id = store.put("a")
+    # The delay keeps the job from any consumer, because a consumer turn that began before a pause may still claim it.
+    job_id = store.put("a", delay_s=3600)
     evil = {"origin": "http://evil.example"}
 
     assert_error(client.post(f"/api/jobs/{job_id}/cancel", headers=evil), 403)
@@ -101,6 +105,24 @@ def test_same_origin_or_no_origin_served(client: TestClient, store: PersistentQS
     headers = {"origin": origin} if origin else {}
 
     response = client.post("/api/jobs", json={"payloads": ["a"]}, headers=headers)
+
+    assert response.status_code == 201, response.text
+    assert len(store.jobs()) == 1
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site", "CROSS-SITE"])
+def test_cross_site_fetch_without_origin_rejected(client: TestClient, store: PersistentQStore, site: str) -> None:
+    """A POST that a browser marks as sent by another origin's page gets 403 even without an Origin header."""
+    response = client.post("/api/jobs", json={"payloads": ["a"]}, headers={"sec-fetch-site": site})
+
+    assert_error(response, 403, "Sec-Fetch-Site")
+    assert store.jobs() == []
+
+
+@pytest.mark.parametrize("site", ["same-origin", "none"])
+def test_own_fetch_site_served(client: TestClient, store: PersistentQStore, site: str) -> None:
+    """A POST from the dashboard's own page, or typed by the user, is served."""
+    response = client.post("/api/jobs", json={"payloads": ["a"]}, headers={"sec-fetch-site": site})
 
     assert response.status_code == 201, response.text
     assert len(store.jobs()) == 1
@@ -122,6 +144,15 @@ def test_preflight_gets_no_cors_grant(client: TestClient) -> None:
 
     assert response.status_code >= 400
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_websocket_with_foreign_host_closed(client: TestClient) -> None:
+    """A WebSocket handshake with a foreign Host is refused with a policy-violation close, not an HTTP reply."""
+    with pytest.raises(WebSocketDisconnect) as refused:
+        with client.websocket_connect("/api/events", headers={"host": f"evil.example:{PORT}"}):
+            pass
+
+    assert refused.value.code == WS_POLICY_VIOLATION
 
 
 def test_frames_and_sniffing_forbidden(client: TestClient) -> None:
@@ -182,6 +213,17 @@ def test_token_link_sets_cookie(token_client: TestClient) -> None:
     assert token_client.get("/api/counts").status_code == 200
 
 
+def test_token_cookie_found_among_same_name(token_client: TestClient) -> None:
+    """A same-named cookie that another site on this host set first does not hide the right one."""
+    right = quote(TOKEN, safe="")
+
+    response = token_client.get("/api/counts", headers={"cookie": f"{TOKEN_COOKIE}=planted; {TOKEN_COOKIE}={right}"})
+    wrong_only = token_client.get("/api/counts", headers={"cookie": f"{TOKEN_COOKIE}=planted"})
+
+    assert response.status_code == 200, response.text
+    assert_error(wrong_only, 401)
+
+
 def test_token_in_query_only_on_page(token_client: TestClient) -> None:
     """A token in the query string of an API path is not accepted, so it does not end up in logs of links."""
     assert_error(token_client.get("/api/counts", params={"token": TOKEN}), 401)
@@ -216,6 +258,77 @@ def test_non_loopback_without_token_refuses_to_start(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "web.token" in result.output
     assert "0.0.0.0" in result.output
+
+
+@pytest.fixture()
+def busy_port() -> Iterator[int]:
+    """A loopback port held by a listening socket, so a check that let the app start would fail on it, not hang."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize("token, words", [
+    ("   ", ["whitespace"]), (" lead", ["whitespace"]), ("trail\n", ["whitespace"]),
+    ("p\u00e4sswort", ["U+00E4", "position 1"]), ("tab\tinside", ["U+0009"]),
+])
+def test_unusable_token_refuses_to_start(tmp_path: Path, busy_port: int, token: str, words: list[str]) -> None:
+    """A token that no Authorization header can carry stops basic web-app with exit 2, without echoing it."""
+    config = tmp_path / "config.yaml"
+    config.write_text("general:\n  primary_path: data\n  n_prod: 1\n")
+
+    result = CliRunner().invoke(main, ["web-app", "--config", str(config), "--port", str(busy_port)],
+                                env={"PERSISTENTQ_WEB_TOKEN": token})
+
+    assert result.exit_code == 2, result.output
+    assert "web.token" in result.output
+    for word in words:
+        assert word in result.output
+    if token.strip():
+        assert token.strip() not in result.output
+    assert not (tmp_path / "data" / "queue.sqlite3").exists()
+
+
+@pytest.mark.parametrize("token, warned", [("short", True), ("x" * 15, True), ("x" * 16, False), ("", False)])
+def test_short_token_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture, token: str, warned: bool) -> None:
+    """A token under 16 characters is served but logged as easy to guess, without the token itself."""
+    config = make_config(tmp_path, web={"port": PORT, "token": token})
+
+    with caplog.at_level(logging.WARNING, logger="persistentq.web.serve"):
+        check_web_settings(config)
+
+    assert ("web.token has only" in caplog.text) is warned
+    if token:
+        assert token not in caplog.text
+
+
+@pytest.mark.parametrize("host", ["http://127.0.0.1", "127.0.0.1:8080", " 127.0.0.1", "::1]", "[::1", "-bad-.example"])
+def test_malformed_host_refuses_to_start(tmp_path: Path, busy_port: int, host: str) -> None:
+    """A web.host that is no address or host name stops basic web-app with exit 2 naming it, before the queue opens."""
+    config = tmp_path / "config.yaml"
+    config.write_text("general:\n  primary_path: data\n  n_prod: 1\n")
+
+    result = CliRunner().invoke(main, ["web-app", "--config", str(config), "--host", host, "--port", str(busy_port)],
+                                env={"PERSISTENTQ_WEB_TOKEN": TOKEN.replace(" ", "")})
+
+    assert result.exit_code == 2, result.output
+    assert f"web.host {host!r} is not an IP address or host name" in result.output
+    assert "web.port" in result.output
+    assert not (tmp_path / "data" / "queue.sqlite3").exists()
+
+
+def test_unresolvable_host_refuses_to_start(tmp_path: Path) -> None:
+    """A host name that resolves to no address of this machine is a config error (exit 2), not a busy port."""
+    config = tmp_path / "config.yaml"
+    config.write_text("general:\n  primary_path: data\n  n_prod: 1\n")
+
+    result = CliRunner().invoke(main, ["web-app", "--config", str(config), "--host", "no-such-host.invalid",
+                                       "--port", "1"], env={"PERSISTENTQ_WEB_TOKEN": "token"})
+
+    assert result.exit_code == 2, result.output
+    assert "'no-such-host.invalid' is not an address of this machine" in result.output
+    assert not (tmp_path / "data" / "queue.sqlite3").exists()
 
 
 # Request size.

@@ -14,6 +14,9 @@ from ..workers.base import HEARTBEAT_S, WorkerState
 RATE_WINDOW_S = 5.0
 # Rows of the worker table. Stopped workers are listed after live ones, and cut first.
 MAX_WORKER_ROWS = 25
+# Stopped workers of earlier runs pile up in the registry until the cleaner
+# forgets them, so only the most recent few are listed.
+MAX_STOPPED_ROWS = 5
 
 
 class RateMeter:
@@ -54,7 +57,7 @@ def workers_table(records: list[WorkerRecord], now: float | None = None) -> str:
     now = time.time() if now is None else now
     live = [record for record in records if record.state != "stopped"]
     stopped = [record for record in records if record.state == "stopped"]
-    listed = (live + stopped)[:MAX_WORKER_ROWS]
+    listed = live[:MAX_WORKER_ROWS] + stopped[:MAX_STOPPED_ROWS]
 
     rows = []
     for record in listed:
@@ -66,8 +69,14 @@ def workers_table(records: list[WorkerRecord], now: float | None = None) -> str:
             f"<td>{html.escape(record.host)}</td><td>{record.pid}</td><td><b>{html.escape(state)}</b></td>"
             f"<td>{_age(now - record.heartbeat_at)}</td><td>{record.runs}</td><td>{record.errors}</td></tr>"
         )
-    hidden = len(records) - len(listed)
-    footer = f"<div>{hidden} more stopped workers not shown</div>" if hidden else ""
+    hidden_live = max(0, len(live) - MAX_WORKER_ROWS)
+    hidden_stopped = max(0, len(stopped) - MAX_STOPPED_ROWS)
+    notes = []
+    if hidden_live:
+        notes.append(f"{hidden_live} more live")
+    if hidden_stopped:
+        notes.append(f"{hidden_stopped} more stopped")
+    footer = f"<div>{' and '.join(notes)} workers not shown</div>" if notes else ""
     lost_count = sum(record.is_lost(now, HEARTBEAT_S) for record in records)
     summary = (
         f"<div><b>{len(live) - lost_count}</b> live, <b>{lost_count}</b> lost, "

@@ -248,7 +248,6 @@ class PersistentQStore(ABC):
     def counts(self, *, queue: str = DEFAULT_QUEUE) -> dict[JobState, int]:
         """Return the number of jobs in each state, every state present."""
 
-    @abstractmethod
     def jobs(
         self,
         *,
@@ -266,8 +265,11 @@ class PersistentQStore(ABC):
         payload containing `search` as plain text, and a creation time (epoch
         seconds) at or after `since` and before `until`.
         """
+        rows = self._page_rows(
+            queue=queue, state=state, limit=limit, offset=offset, search=search, since=since, until=until
+        )
+        return [job_from_row(row) for row in rows]
 
-    @abstractmethod
     def dataframe(
         self,
         *,
@@ -279,8 +281,28 @@ class PersistentQStore(ABC):
         until: float | None = None,
     ) -> pd.DataFrame:
         """Return the newest `limit` jobs as a DataFrame, one row per job, filtered as `jobs` is."""
+        from .frames import rows_frame
+
+        # Rows go straight into the frame, without a Job object each.
+        rows = self._page_rows(
+            queue=queue, state=state, limit=limit, offset=0, search=search, since=since, until=until
+        )
+        return rows_frame(rows)
 
     @abstractmethod
+    def _page_rows(
+        self,
+        *,
+        queue: str,
+        state: JobState | None,
+        limit: int,
+        offset: int,
+        search: str | None,
+        since: float | None,
+        until: float | None,
+    ) -> list[tuple]:
+        """Return the rows of one page of `jobs`, each with the fields of Job in order."""
+
     def throughput(
         self,
         *,
@@ -291,9 +313,22 @@ class PersistentQStore(ABC):
     ) -> list[tuple[float, int, int]]:
         """Return (bucket start, done, failed) per interval of finish time, oldest first.
 
-        Buckets start at multiples of `interval_s` since the epoch; a bucket
+        Buckets start at multiples of `interval_s` since the epoch. A bucket
         in which no job finished is left out.
         """
+        from .checks import check_interval
+
+        interval = check_interval(interval_s)
+        low = float("-inf") if since is None else float(since)
+        high = float("inf") if until is None else float(until)
+        rows = self._throughput_rows(queue=queue, interval_s=interval, since=low, until=high)
+        return [(bucket * interval, done, failed) for bucket, done, failed in rows]
+
+    @abstractmethod
+    def _throughput_rows(
+        self, *, queue: str, interval_s: float, since: float, until: float
+    ) -> list[tuple[int, int, int]]:
+        """Return (bucket number, done, failed) of jobs that finished in [since, until), by bucket."""
 
     @abstractmethod
     def failed_undiscarded(self, *, queue: str = DEFAULT_QUEUE, limit: int = 100) -> list[Job]:
@@ -373,3 +408,10 @@ class PersistentQStore(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def job_from_row(row: Sequence[object]) -> Job:
+    """Build a Job from a database row with the fields of Job in order."""
+    values = list(row)
+    values[3] = JobState(values[3])
+    return Job(*values)

@@ -44,13 +44,12 @@ from .base import (
     PersistentQStore,
     Recovered,
     WorkerRecord,
+    job_from_row,
 )
-from .checks import check_interval, check_payload, check_put_options, clip
-from .frames import rows_frame
+from .checks import check_payload, check_put_options, clip
 from .postgres_listener import KEEPALIVES, NotifyListener
 
 if TYPE_CHECKING:
-    import pandas as pd
     import psycopg
 
 log = logging.getLogger(__name__)
@@ -152,6 +151,7 @@ class PersistentQPostgres(PersistentQStore):
         max_connections: int = 4,
         schema: str = DEFAULT_SCHEMA,
         synchronous: str = "normal",
+        create: bool = True,
     ) -> None:
         psycopg, psycopg_pool = _import_psycopg()
         if not SCHEMA_NAME.fullmatch(schema):
@@ -178,7 +178,7 @@ class PersistentQPostgres(PersistentQStore):
         self._closed = False
         self._outage = False
 
-        self._create_schema(psycopg)
+        self._create_schema(psycopg, create=create)
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -199,11 +199,16 @@ class PersistentQPostgres(PersistentQStore):
         reason = hide_password(" ".join(str(exc).split()), self.url) or type(exc).__name__
         return DatabaseUnavailableError(
             f"cannot connect to the PostgreSQL database {self.display_url}: {reason}; "
-            "check general.database (postgresql://user@host:port/database) and that the server runs"
+            "check general.database or PERSISTENTQ_DATABASE (postgresql://user@host:port/database) "
+            "and that the server runs"
         )
 
-    def _create_schema(self, psycopg: Any) -> None:
-        """Create the schema and its tables if missing, under an advisory lock, on a connection of its own."""
+    def _create_schema(self, psycopg: Any, *, create: bool) -> None:
+        """Create the schema and its tables if missing, under an advisory lock, on a connection of its own.
+
+        Without `create`, a database without the schema raises StoreError
+        instead, so a command pointed at the wrong database changes nothing.
+        """
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         except (psycopg.Error, ValueError) as exc:
@@ -211,6 +216,12 @@ class PersistentQPostgres(PersistentQStore):
         try:
             with conn:
                 self._check_server(conn)
+                if not create and conn.execute(sql.SCHEMA_EXISTS, {"schema": self.schema}).fetchone() is None:
+                    raise StoreError(
+                        f"no queue in {self.display_url}: it has no schema {self.schema!r}; check "
+                        "general.database or PERSISTENTQ_DATABASE, or start the queue with basic run "
+                        "or basic enqueue"
+                    )
                 with conn.transaction():
                     conn.execute(sql.ADVISORY_XACT_LOCK, {"lock_name": f"persistentq schema {self.schema}"})
                     self._create_tables(conn)
@@ -644,29 +655,13 @@ class PersistentQPostgres(PersistentQStore):
         rows = self._read(sql.GET_JOB, {"id": int(job_id)})
         if not rows:
             raise JobNotFoundError(f"no job with id {job_id} in {self.display_url}")
-        return _job(rows[0])
+        return job_from_row(rows[0])
 
     def counts(self, *, queue: str = DEFAULT_QUEUE) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
         for state, count in self._read(sql.COUNTS, {"queue": queue}):
             counts[JobState(state)] = count
         return counts
-
-    def jobs(
-        self,
-        *,
-        queue: str = DEFAULT_QUEUE,
-        state: JobState | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        search: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[Job]:
-        rows = self._page_rows(
-            queue=queue, state=state, limit=limit, offset=offset, search=search, since=since, until=until
-        )
-        return [_job(row) for row in rows]
 
     def _page_rows(
         self,
@@ -696,43 +691,14 @@ class PersistentQPostgres(PersistentQStore):
         )
         return self._read(query, params)
 
-    def dataframe(
-        self,
-        *,
-        queue: str = DEFAULT_QUEUE,
-        state: JobState | None = None,
-        limit: int = 10_000,
-        search: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> pd.DataFrame:
-        rows = self._page_rows(
-            queue=queue, state=state, limit=limit, offset=0, search=search, since=since, until=until
-        )
-        return rows_frame(rows)
-
-    def throughput(
-        self,
-        *,
-        queue: str = DEFAULT_QUEUE,
-        interval_s: float = 60.0,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[tuple[float, int, int]]:
-        interval = check_interval(interval_s)
-        params = {
-            "queue": queue,
-            "interval": interval,
-            "since": float("-inf") if since is None else float(since),
-            "until": float("inf") if until is None else float(until),
-        }
-        return [
-            (bucket * interval, done, failed)
-            for bucket, done, failed in self._read(sql.THROUGHPUT, params)
-        ]
+    def _throughput_rows(
+        self, *, queue: str, interval_s: float, since: float, until: float
+    ) -> list[tuple[int, int, int]]:
+        params = {"queue": queue, "interval": interval_s, "since": since, "until": until}
+        return self._read(sql.THROUGHPUT, params)
 
     def failed_undiscarded(self, *, queue: str = DEFAULT_QUEUE, limit: int = 100) -> list[Job]:
-        return [_job(row) for row in self._read(sql.FAILED_UNDISCARDED, {"queue": queue, "limit": limit})]
+        return [job_from_row(row) for row in self._read(sql.FAILED_UNDISCARDED, {"queue": queue, "limit": limit})]
 
     def mark_discarded(self, job_ids: Iterable[int]) -> list[int]:
         params = {"ids": [int(job_id) for job_id in job_ids]}
@@ -802,11 +768,6 @@ def _import_arrays(jobs: Sequence[Job], discarded: set[int]) -> dict[str, list]:
         "discarded": [job.id in discarded for job in jobs],
     }
 
-
-def _job(row: tuple) -> Job:
-    values = list(row)
-    values[3] = JobState(values[3])
-    return Job(*values)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ..errors import InvalidStateError, JobNotFoundError, StoreError
 from . import sqlite_schema as sql
@@ -39,12 +39,9 @@ from .base import (
     PersistentQStore,
     Recovered,
     WorkerRecord,
+    job_from_row,
 )
-from .checks import check_interval, check_local_filesystem, check_payload, check_put_options, clip
-from .frames import rows_frame
-
-if TYPE_CHECKING:
-    import pandas as pd
+from .checks import check_local_filesystem, check_payload, check_put_options, clip
 
 log = logging.getLogger(__name__)
 
@@ -488,29 +485,13 @@ class PersistentQSQLite(PersistentQStore):
         rows = self._read(sql.GET_JOB, (int(job_id),))
         if not rows:
             raise JobNotFoundError(f"no job with id {job_id} in {self.path}")
-        return _job(rows[0])
+        return job_from_row(rows[0])
 
     def counts(self, *, queue: str = DEFAULT_QUEUE) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
         for state, count in self._read(sql.COUNTS, (queue,)):
             counts[JobState(state)] = count
         return counts
-
-    def jobs(
-        self,
-        *,
-        queue: str = DEFAULT_QUEUE,
-        state: JobState | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        search: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[Job]:
-        rows = self._page_rows(
-            queue=queue, state=state, limit=limit, offset=offset, search=search, since=since, until=until
-        )
-        return [_job(row) for row in rows]
 
     def _page_rows(
         self,
@@ -539,44 +520,14 @@ class PersistentQSQLite(PersistentQStore):
         )
         return self._read(query, params)
 
-    def dataframe(
-        self,
-        *,
-        queue: str = DEFAULT_QUEUE,
-        state: JobState | None = None,
-        limit: int = 10_000,
-        search: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> pd.DataFrame:
-        # Rows go straight into the frame, without a Job object each.
-        rows = self._page_rows(
-            queue=queue, state=state, limit=limit, offset=0, search=search, since=since, until=until
-        )
-        return rows_frame(rows)
-
-    def throughput(
-        self,
-        *,
-        queue: str = DEFAULT_QUEUE,
-        interval_s: float = 60.0,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[tuple[float, int, int]]:
-        interval = check_interval(interval_s)
-        params = {
-            "queue": queue,
-            "interval": interval,
-            "since": float("-inf") if since is None else float(since),
-            "until": float("inf") if until is None else float(until),
-        }
-        return [
-            (bucket * interval, done, failed)
-            for bucket, done, failed in self._read(sql.THROUGHPUT, params)
-        ]
+    def _throughput_rows(
+        self, *, queue: str, interval_s: float, since: float, until: float
+    ) -> list[tuple[int, int, int]]:
+        params = {"queue": queue, "interval": interval_s, "since": since, "until": until}
+        return self._read(sql.THROUGHPUT, params)
 
     def failed_undiscarded(self, *, queue: str = DEFAULT_QUEUE, limit: int = 100) -> list[Job]:
-        return [_job(row) for row in self._read(sql.FAILED_UNDISCARDED, (queue, limit))]
+        return [job_from_row(row) for row in self._read(sql.FAILED_UNDISCARDED, (queue, limit))]
 
     def mark_discarded(self, job_ids: Iterable[int]) -> list[int]:
         ids = json.dumps([int(job_id) for job_id in job_ids])
@@ -600,9 +551,4 @@ class PersistentQSQLite(PersistentQStore):
         cutoff = time.time() - older_than_s
         return self._transaction(lambda conn: conn.execute(sql.FORGET_WORKERS, (cutoff,)).rowcount)
 
-
-def _job(row: tuple) -> Job:
-    values = list(row)
-    values[3] = JobState(values[3])
-    return Job(*values)
 

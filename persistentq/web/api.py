@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 
 from ..admin import purge_jobs, requeue_jobs
 from ..errors import InvalidStateError, PermanentJobError
@@ -25,8 +25,23 @@ from .state import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S, Dashboard, dashboard
 MAX_PAGE = 500
 MAX_BUCKETS = 2000
 
-ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422)}
-router = APIRouter(prefix="/api", responses=ERRORS)
+ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 503)}
+
+
+def check_store(request: Request) -> None:
+    """Raise StoreError (503) when the queue database was deleted or replaced since the app opened it.
+
+    Connections opened before a deletion keep reading and writing the deleted
+    file without an error, so without this check an enqueue would return 201
+    and its jobs would be lost.
+    """
+    request.app.state.dashboard.store.check_health()
+
+
+router = APIRouter(prefix="/api", responses=ERRORS, dependencies=[Depends(check_store)])
+# The pool routes skip check_store because FastAPI would run it in its thread pool, and
+# they must keep working while blocked store calls (a database lock) fill that pool.
+pool_router = APIRouter(prefix="/api/pool", responses=ERRORS)
 
 JobId = Annotated[int, Path(ge=1, le=MAX_JOB_ID, description="The job's id.")]
 IntervalS = Annotated[float, Query(gt=0, le=86400, allow_inf_nan=False,
@@ -148,17 +163,21 @@ def requeue_job(state: State, job_id: JobId) -> Job:
 
 @router.post("/jobs/requeue-failed", response_model=RequeueOut, summary="Queue every failed job again")
 def requeue_failed(state: State) -> RequeueOut:
-    ids = [job.id for job in all_failed(state)]
+    ids = failed_ids(state)
     result = requeue_jobs(state.store, state.config, ids)
     return RequeueOut(requeued=result.requeued, rejected=result.rejected)
 
 
-def all_failed(state: Dashboard, page_size: int = 10_000) -> list[Job]:
-    """Return every failed job of the dashboard's queue, reading in pages."""
-    found: list[Job] = []
-    while page := state.store.jobs(queue=state.queue, state=JobState.FAILED, limit=page_size, offset=len(found)):
-        found += page
-    return found
+def failed_ids(state: Dashboard, page_size: int = 1000) -> list[int]:
+    """Return the ids of every failed job of the dashboard's queue.
+
+    Only the ids are kept, and pages are small, because each job of a page
+    carries its payload (up to 1 MiB).
+    """
+    ids: list[int] = []
+    while page := state.store.jobs(queue=state.queue, state=JobState.FAILED, limit=page_size, offset=len(ids)):
+        ids += [job.id for job in page]
+    return ids
 
 
 @router.post("/purge", response_model=PurgeOut, summary="Delete finished jobs")
@@ -171,37 +190,37 @@ def purge(state: State, request: Annotated[PurgeIn, Body()] = PurgeIn()) -> Purg
 # The pool of this process.
 
 
-@router.get("/pool", response_model=PoolOut, summary="The workers of this process")
+@pool_router.get("", response_model=PoolOut, summary="The workers of this process")
 async def get_pool(state: State) -> PoolOut:
     return state.pool_out()
 
 
-@router.post("/pool/start", response_model=PoolOut, summary="Start the configured workers")
+@pool_router.post("/start", response_model=PoolOut, summary="Start the configured workers")
 async def start_pool(state: State) -> PoolOut:
     await state.pool.start()
     return state.pool_out()
 
 
-@router.post("/pool/stop", response_model=PoolOut,
+@pool_router.post("/stop", response_model=PoolOut,
              summary="Stop every worker gracefully; running jobs finish or go back to the queue")
 async def stop_pool(state: State) -> PoolOut:
     await state.pool.stop()
     return state.pool_out()
 
 
-@router.post("/pool/pause", response_model=PoolOut, summary="Pause the workers of one kind, or all")
+@pool_router.post("/pause", response_model=PoolOut, summary="Pause the workers of one kind, or all")
 async def pause_pool(state: State, request: Annotated[KindIn, Body()] = KindIn()) -> PoolOut:
     state.pool.pause(request.kind)
     return state.pool_out()
 
 
-@router.post("/pool/resume", response_model=PoolOut, summary="Resume the workers of one kind, or all")
+@pool_router.post("/resume", response_model=PoolOut, summary="Resume the workers of one kind, or all")
 async def resume_pool(state: State, request: Annotated[KindIn, Body()] = KindIn()) -> PoolOut:
     state.pool.resume(request.kind)
     return state.pool_out()
 
 
-@router.post("/pool/scale", response_model=PoolOut, summary="Run this many producers and consumers")
+@pool_router.post("/scale", response_model=PoolOut, summary="Run this many producers and consumers")
 async def scale_pool(state: State, request: ScaleIn) -> PoolOut:
     try:
         await state.pool.scale(n_prod=request.n_prod, n_cons=request.n_cons)

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import Config
-from ..errors import InvalidPayloadError, InvalidStateError, JobNotFoundError, PayloadTooLargeError
+from ..errors import InvalidPayloadError, InvalidStateError, JobNotFoundError, PayloadTooLargeError, StoreError
 from ..pool import WorkerPool
 from ..store.factory import open_store
 from . import api, events
@@ -40,6 +40,8 @@ ERROR_STATUSES: dict[type[Exception], int] = {
     InvalidStateError: 409,
     PayloadTooLargeError: 413,
     InvalidPayloadError: 422,
+    # The database is locked past the wait limit, deleted, or unreachable: a retry may work later.
+    StoreError: 503,
 }
 MAX_VALIDATION_ERRORS = 3
 
@@ -87,6 +89,7 @@ def create_app(
     )
     app.state.dashboard = state
     app.include_router(api.router)
+    app.include_router(api.pool_router)
     app.include_router(events.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/", index, include_in_schema=False)
@@ -126,6 +129,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI raises a bare "error parsing the body" from the decoder's error, such as
+            # invalid UTF-8, nesting deeper than the recursion limit, or an integer of over 4300 digits.
+            return _error(400, f"request body is not valid JSON: {exc.__cause__}"[:300])
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)

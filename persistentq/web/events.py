@@ -1,27 +1,48 @@
 """The dashboard's live updates: a server-sent event stream of snapshots.
 
 Each event is `event: snapshot` with the JSON of SnapshotOut, sent every
-`events_interval_s` seconds while the client stays connected. The stream ends
-when the server begins to shut down, so a browser left open does not hold
-the shutdown up.
+`events_interval_s` seconds while the client stays connected. When reading
+the queue fails, one `event: problem` with {"error": "..."} is sent instead,
+and snapshots resume once reading works again. Streams with
+the same chart settings share one store read. At most MAX_EVENT_STREAMS
+streams are open at once; more get 503. The stream ends when the server
+begins to shut down, so a browser left open does not hold the shutdown up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from .api import IntervalS, State, WindowS, check_buckets
-from .state import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S, Dashboard
+from .api import ERRORS, IntervalS, State, WindowS, check_buckets, check_store
+from .state import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S, MAX_EVENT_STREAMS, Dashboard
 
 log = logging.getLogger(__name__)
 
 RECONNECT_MS = 2000
-router = APIRouter(prefix="/api")
+RETRY_AFTER_S = 5
+router = APIRouter(prefix="/api", responses=ERRORS, dependencies=[Depends(check_store)])
+
+
+class EventStreamResponse(StreamingResponse):
+    """A StreamingResponse that counts itself among the dashboard's open streams until it ends."""
+
+    def __init__(self, state: Dashboard, content: AsyncIterator[str], **options) -> None:
+        super().__init__(content, media_type="text/event-stream", **options)
+        self.state = state
+        state.open_streams += 1
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.state.open_streams -= 1
 
 
 @router.get(
@@ -33,9 +54,12 @@ router = APIRouter(prefix="/api")
 async def events(state: State, interval_s: IntervalS = DEFAULT_INTERVAL_S,
                  window_s: WindowS = DEFAULT_WINDOW_S) -> StreamingResponse:
     check_buckets(interval_s, window_s)
+    if state.open_streams >= MAX_EVENT_STREAMS:
+        raise HTTPException(503, f"{state.open_streams} event streams are open, the limit is {MAX_EVENT_STREAMS}; "
+                                 "close other dashboard tabs or try again later",
+                            headers={"retry-after": str(RETRY_AFTER_S)})
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-    return StreamingResponse(snapshots(state, interval_s=interval_s, window_s=window_s),
-                             media_type="text/event-stream", headers=headers)
+    return EventStreamResponse(state, snapshots(state, interval_s=interval_s, window_s=window_s), headers=headers)
 
 
 async def snapshots(state: Dashboard, *, interval_s: float, window_s: float) -> AsyncIterator[str]:
@@ -44,20 +68,21 @@ async def snapshots(state: Dashboard, *, interval_s: float, window_s: float) -> 
     failing = False
     while not state.closing.is_set():
         try:
-            snapshot = await state.snapshot(interval_s=interval_s, window_s=window_s)
+            event = await state.until_closing(state.snapshot_event(interval_s=interval_s, window_s=window_s))
         except Exception as exc:
             # A failed read (a locked or vanished database) skips one event and the next one tries
-            # again. Only the first failure in a row is logged, so a stream does not flood the log.
+            # again. Only the first failure in a row is logged and sent, so a stream does not flood
+            # the log, and the page does not go on showing old numbers as live.
             if not failing:
                 log.warning("event stream: could not read the queue, retrying every %g s: %s",
                             state.events_interval_s, exc)
+                yield f"event: problem\ndata: {json.dumps({'error': f'reading the queue failed: {exc}'})}\n\n"
             failing = True
         else:
+            if event is None:
+                break
             if failing:
                 log.info("event stream: reading the queue works again")
             failing = False
-            yield f"event: snapshot\ndata: {snapshot.model_dump_json()}\n\n"
-        try:
-            await asyncio.wait_for(state.closing.wait(), state.events_interval_s)
-        except asyncio.TimeoutError:
-            pass
+            yield event
+        await state.until_closing(asyncio.sleep(state.events_interval_s))

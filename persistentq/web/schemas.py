@@ -15,6 +15,11 @@ MAX_DELAY_S = 1e9  # about 31 years
 MAX_WORKERS_PER_KIND = 64
 PREVIEW_CHARS = 200
 
+# Request bodies take no unknown fields, and no value of another JSON type:
+# pydantic's default would read true as 1 and "2" as 2, so a mistaken
+# {"n_cons": true} would run one consumer instead of getting 422.
+REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True)
+
 WorkerKind = Literal["producer", "consumer", "cleaner"]
 FinishedState = Literal["done", "failed", "cancelled"]
 
@@ -74,7 +79,7 @@ class JobPageOut(BaseModel):
 class EnqueueIn(BaseModel):
     """Jobs to put on the queue, all with the same options."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     payloads: list[str] = Field(min_length=1, max_length=MAX_PAYLOADS_PER_REQUEST)
     priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Higher runs first.")
@@ -113,7 +118,7 @@ class RequeueOut(BaseModel):
 class PurgeIn(BaseModel):
     """The finished jobs to delete: their states and their minimum age."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     states: list[FinishedState] = Field(default=["done", "failed", "cancelled"], min_length=1)
     older_than_s: float = Field(default=0.0, ge=0, le=MAX_DELAY_S, allow_inf_nan=False,
@@ -167,7 +172,7 @@ class PoolOut(BaseModel):
 class ScaleIn(BaseModel):
     """The numbers of producers and consumers to run; a missing one stays as it is."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     n_prod: int | None = Field(default=None, ge=0, le=MAX_WORKERS_PER_KIND)
     n_cons: int | None = Field(default=None, ge=0, le=MAX_WORKERS_PER_KIND)
@@ -176,7 +181,7 @@ class ScaleIn(BaseModel):
 class KindIn(BaseModel):
     """The kind of worker to pause or resume; null for every kind."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     kind: WorkerKind | None = None
 
@@ -225,5 +230,8 @@ class SnapshotOut(BaseModel):
     queue: str
     counts: CountsOut
     pool: PoolOut
-    workers: list[RegisteredWorkerOut]
+    workers: list[RegisteredWorkerOut] = Field(
+        description="Every worker that is not stopped, and the most recently stopped ones.")
+    stopped_not_shown: int = Field(
+        default=0, description="Stopped workers left out of `workers`; GET /api/workers lists them all.")
     throughput: ThroughputOut

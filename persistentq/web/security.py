@@ -7,8 +7,9 @@ from another name that resolves to this machine (DNS rebinding) reads
 nothing. With a token, every request must carry it, as `Authorization:
 Bearer TOKEN` or as the cookie that opening `/?token=TOKEN` once sets.
 Requests that change state (POST, DELETE) are rejected when their Origin
-header names another site, so another page open in the same browser cannot
-send them. Requests without an Origin header, as curl sends them, are served.
+header names another site, or when their Sec-Fetch-Site header says that a
+page of another origin sent them, so another page open in the same browser
+cannot send them. Requests without either header, as curl sends them, are served.
 """
 
 from __future__ import annotations
@@ -49,6 +50,27 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+# Sec-Fetch-Site values of requests that no other origin's page sent: the
+# page itself, or the user (address bar, bookmark).
+OWN_FETCH_SITES = frozenset({"same-origin", "none"})
+# WebSocket close code for a policy violation (RFC 6455, section 7.4.1).
+WS_POLICY_VIOLATION = 1008
+TOKEN_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def token_problem(token: str) -> str | None:
+    """Return why `token` cannot be sent in an Authorization header, or None when it can.
+
+    The header carries printable ASCII, and its value loses leading and
+    trailing spaces, so a token outside those rules could never be matched.
+    """
+    if token != token.strip():
+        return "starts or ends with whitespace, which an Authorization header drops"
+    for position, character in enumerate(token):
+        if not " " <= character <= "~":
+            return (f"has the character U+{ord(character):04X} at position {position}, and HTTP headers "
+                    "carry only printable ASCII")
+    return None
 
 
 @dataclass(frozen=True)
@@ -127,7 +149,11 @@ class SecurityMiddleware:
         if rejection is not None:
             status, message = rejection
             self._log_rejection(scope, status, message)
-            await _send_error(send, status, message)
+            if scope["type"] == "websocket":
+                # Closing before accepting makes the server reject the handshake with 403.
+                await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
+            else:
+                await _send_error(send, status, message)
             return
         if self._sets_token_cookie(scope):
             await _redirect_with_cookie(send, scope, self.policy.token)
@@ -154,11 +180,16 @@ class SecurityMiddleware:
         if self.policy.token and not self._has_token(scope, headers):
             return 401, ("missing or wrong token; send 'Authorization: Bearer TOKEN', or open "
                          "/?token=TOKEN once in the browser")
+        if scope.get("method", "GET") in SAFE_METHODS:
+            return None
         origin = headers.get("origin")
-        if scope.get("method", "GET") not in SAFE_METHODS and origin is not None:
-            if not self.policy.allows_origin(origin, host):
-                return 403, (f"cross-origin request from {origin[:100]!r} rejected; state changes "
-                             "come only from the dashboard's own page or from clients without an Origin header")
+        if origin is not None and not self.policy.allows_origin(origin, host):
+            return 403, (f"cross-origin request from {origin[:100]!r} rejected; state changes "
+                         "come only from the dashboard's own page or from clients without an Origin header")
+        site = headers.get("sec-fetch-site")
+        if site is not None and site.strip().lower() not in OWN_FETCH_SITES:
+            return 403, (f"request sent by a page of another origin (Sec-Fetch-Site: {site[:40]!r}) rejected; "
+                         "state changes come only from the dashboard's own page or from clients such as curl")
         return None
 
     def _log_rejection(self, scope: Scope, status: int, message: str) -> None:
@@ -174,8 +205,10 @@ class SecurityMiddleware:
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and self.policy.token_matches(credentials.strip()):
             return True
-        cookie = _cookie(headers.get("cookie", ""), TOKEN_COOKIE)
-        if cookie is not None and self.policy.token_matches(unquote(cookie)):
+        # Every cookie of that name counts: another site on this host name (any port) can
+        # set one with a longer Path, which the browser then sends first.
+        cookies = _cookies(headers.get("cookie", ""), TOKEN_COOKIE)
+        if any(self.policy.token_matches(unquote(cookie)) for cookie in cookies):
             return True
         return self._sets_token_cookie(scope)
 
@@ -192,12 +225,13 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
 
 
-def _cookie(header: str, name: str) -> str | None:
+def _cookies(header: str, name: str) -> list[str]:
+    values = []
     for part in header.split(";"):
         key, _, value = part.strip().partition("=")
         if key == name:
-            return value
-    return None
+            values.append(value)
+    return values
 
 
 async def _send_error(send: Send, status: int, message: str) -> None:
@@ -212,6 +246,8 @@ async def _redirect_with_cookie(send: Send, scope: Scope, token: str) -> None:
     query = {key: values for key, values in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()
              if key != "token"}
     location = "/" + (f"?{urlencode(query, doseq=True)}" if query else "")
+    # NOTE: browsers send cookies to every port of a host name, so other web servers on
+    # this host receive the token too. Without HTTPS, no cookie attribute prevents that.
     cookie = f"{TOKEN_COOKIE}={quote(token, safe='')}; Path=/; HttpOnly; SameSite=Strict"
     headers = [(b"location", location.encode("latin-1")), (b"set-cookie", cookie.encode("latin-1")),
                (b"content-length", b"0")]

@@ -5,6 +5,12 @@
 
 const STATES = ["queued", "running", "done", "failed", "cancelled"];
 const PAGE_SIZE = 25;
+// The browser retries a dropped event stream by itself, but gives up for
+// good after an error status (such as 503 when too many streams are open).
+const RECONNECT_AFTER_ERROR_MS = 5000;
+// Control characters, bidirectional overrides and other invisible characters.
+// They are shown as \uXXXX so that a payload cannot hide or reorder its text.
+const INVISIBLE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g;
 
 const view = {
   offset: 0,
@@ -14,6 +20,11 @@ const view = {
   lastCounts: null,
   pool: null,
   events: null,
+  // Numbers of the latest jobs-page and job-detail requests. A response that
+  // arrives after a newer request was sent is dropped, so a slow response to an
+  // old search cannot replace the rows of the current one.
+  jobsRequest: 0,
+  detailRequest: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -43,7 +54,7 @@ async function api(method, path, body) {
 
 function showMessage(text, kind) {
   const message = $("message");
-  message.textContent = text;
+  message.textContent = visible(text);
   message.dataset.kind = kind || "error";
   message.hidden = false;
 }
@@ -51,7 +62,12 @@ function showMessage(text, kind) {
 async function act(work, success) {
   try {
     const result = await work();
-    if (success) showMessage(typeof success === "function" ? success(result) : success, "info");
+    if (success) {
+      const outcome = typeof success === "function" ? success(result) : success;
+      // A success callback may return [text, kind] to report a partial failure.
+      const [text, kind] = Array.isArray(outcome) ? outcome : [outcome, "info"];
+      showMessage(text, kind);
+    }
     await refreshJobs();
     return result;
   } catch (error) {
@@ -62,9 +78,15 @@ async function act(work, success) {
 
 // Small DOM helpers.
 
+function visible(text) {
+  if (text === null || text === undefined) return "";
+  return String(text).replace(INVISIBLE, (character) =>
+    `\\u${character.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 function cell(text, className) {
   const td = document.createElement("td");
-  td.textContent = text === null || text === undefined ? "" : String(text);
+  td.textContent = visible(text);
   if (className) td.className = className;
   return td;
 }
@@ -74,7 +96,7 @@ function stateCell(state) {
   const span = document.createElement("span");
   span.className = "state";
   span.dataset.state = state;
-  span.textContent = state;
+  span.textContent = visible(state);
   td.appendChild(span);
   return td;
 }
@@ -105,10 +127,10 @@ function formatAge(seconds) {
 // The snapshot: counts, chart, pool and registry.
 
 function renderSnapshot(snapshot) {
-  $("queue-name").textContent = `queue ${snapshot.queue}`;
+  $("queue-name").textContent = `queue ${visible(snapshot.queue)}`;
   for (const state of STATES) $(`count-${state}`).textContent = String(snapshot.counts[state]);
   renderPool(snapshot.pool);
-  renderRegistry(snapshot.workers, snapshot.time);
+  renderRegistry(snapshot.workers, snapshot.time, snapshot.stopped_not_shown);
   renderChart(snapshot.throughput, snapshot.time);
 
   const counts = JSON.stringify(snapshot.counts);
@@ -144,7 +166,7 @@ function renderPool(pool) {
   $("pool-workers").replaceChildren(...rows);
 }
 
-function renderRegistry(workers, now) {
+function renderRegistry(workers, now, stoppedNotShown) {
   const rows = workers.map((worker) => {
     const tr = document.createElement("tr");
     tr.append(cell(worker.id, "text"), cell(worker.kind), cell(worker.host, "text"), cell(worker.pid, "number"),
@@ -153,6 +175,9 @@ function renderRegistry(workers, now) {
     return tr;
   });
   $("registry").replaceChildren(...rows);
+  const more = $("registry-more");
+  more.textContent = stoppedNotShown ? `and ${stoppedNotShown} more stopped workers (GET /api/workers lists them)` : "";
+  more.hidden = !stoppedNotShown;
 }
 
 function renderChart(throughput, now) {
@@ -211,13 +236,15 @@ async function refreshJobs() {
   const query = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(view.offset) });
   if (view.state) query.set("state", view.state);
   if (view.search) query.set("search", view.search);
+  const request = ++view.jobsRequest;
   let page;
   try {
     page = await api("GET", `/api/jobs?${query}`);
   } catch (error) {
-    showMessage(error.message, "error");
+    if (request === view.jobsRequest) showMessage(error.message, "error");
     return;
   }
+  if (request !== view.jobsRequest) return;
   const rows = page.jobs.map(jobRow);
   $("jobs").replaceChildren(...rows);
   const last = page.offset + page.jobs.length;
@@ -226,12 +253,23 @@ async function refreshJobs() {
   $("page-next").disabled = !page.has_more;
 }
 
+// Names how many failed jobs went back to the queue, and why the others did not.
+function requeueSummary(result) {
+  const rejected = Object.entries(result.rejected);
+  const text = `requeued ${result.requeued.length} jobs`;
+  if (!rejected.length) return [text, "info"];
+  const [jobId, reason] = rejected[0];
+  const more = rejected.length > 1 ? ` (and ${rejected.length - 1} more)` : "";
+  return [`${text}, rejected ${rejected.length}: job ${jobId}: ${reason}${more}`, "error"];
+}
+
 function jobRow(job) {
   const tr = document.createElement("tr");
   tr.dataset.id = String(job.id);
   tr.dataset.state = job.state;
   tr.dataset.selected = String(job.id === view.selectedJob);
-  const payload = job.payload_chars > job.payload.length ? `${job.payload}…` : job.payload;
+  // payload_chars counts code points, and JavaScript's length counts UTF-16 units.
+  const payload = job.payload_chars > Array.from(job.payload).length ? `${job.payload}…` : job.payload;
   const actions = document.createElement("td");
   if (job.state === "queued") {
     actions.appendChild(button("Cancel", "cancel", () => cancelJob(job.id)));
@@ -245,13 +283,18 @@ function jobRow(job) {
 }
 
 async function showJob(jobId) {
+  const request = ++view.detailRequest;
   let job;
   try {
     job = await api("GET", `/api/jobs/${jobId}`);
   } catch (error) {
+    if (request !== view.detailRequest) return;
     showMessage(error.message, "error");
+    // A purged job would fail again on every update, so its detail view closes.
+    if (view.selectedJob === jobId) closeDetail();
     return;
   }
+  if (request !== view.detailRequest) return;
 
   view.selectedJob = job.id;
   $("detail").hidden = false;
@@ -268,17 +311,23 @@ async function showJob(jobId) {
     const dt = document.createElement("dt");
     dt.textContent = name;
     const dd = document.createElement("dd");
-    dd.textContent = value === null || value === undefined ? "" : String(value);
+    dd.textContent = visible(value);
     items.push(dt, dd);
   }
   $("detail-fields").replaceChildren(...items);
 
-  $("detail-payload").textContent = job.payload;
-  $("detail-error").textContent = job.last_error || "";
-  $("detail-result").textContent = job.result || "";
+  $("detail-payload").textContent = visible(job.payload);
+  $("detail-error").textContent = visible(job.last_error);
+  $("detail-result").textContent = visible(job.result);
   $("detail-cancel").disabled = job.state !== "queued";
   $("detail-requeue").disabled = job.state !== "failed" && job.state !== "cancelled";
   for (const row of $("jobs").children) row.dataset.selected = String(row.dataset.id === String(job.id));
+}
+
+function closeDetail() {
+  view.selectedJob = null;
+  view.detailRequest += 1;
+  $("detail").hidden = true;
 }
 
 function cancelJob(jobId) {
@@ -297,7 +346,16 @@ function connectEvents() {
   if (view.events) view.events.close();
   const [interval, window] = $("interval").value.split(",");
   const source = new EventSource(`/api/events?interval_s=${interval}&window_s=${window}`);
-  source.addEventListener("snapshot", (event) => renderSnapshot(JSON.parse(event.data)));
+  source.addEventListener("snapshot", (event) => {
+    $("connection").dataset.live = "true";
+    $("connection").textContent = "live";
+    renderSnapshot(JSON.parse(event.data));
+  });
+  source.addEventListener("problem", (event) => {
+    $("connection").dataset.live = "false";
+    $("connection").textContent = "not updating";
+    showMessage(JSON.parse(event.data).error, "error");
+  });
   source.addEventListener("open", () => {
     $("connection").dataset.live = "true";
     $("connection").textContent = "live";
@@ -305,6 +363,9 @@ function connectEvents() {
   source.addEventListener("error", () => {
     $("connection").dataset.live = "false";
     $("connection").textContent = "reconnecting";
+    if (source.readyState === EventSource.CLOSED) {
+      setTimeout(() => { if (view.events === source) connectEvents(); }, RECONNECT_AFTER_ERROR_MS);
+    }
   });
   view.events = source;
 }
@@ -363,8 +424,7 @@ function bindJobControls() {
   });
 
   $("requeue-failed").addEventListener("click", () => act(() => api("POST", "/api/jobs/requeue-failed"),
-    (result) => `requeued ${result.requeued.length} jobs` +
-      (Object.keys(result.rejected).length ? `, rejected ${Object.keys(result.rejected).length}` : "")));
+    requeueSummary));
   $("purge").addEventListener("click", () => {
     const state = $("purge-state").value;
     const states = state ? [state] : ["done", "failed", "cancelled"];
@@ -374,10 +434,7 @@ function bindJobControls() {
 }
 
 function bindDetailControls() {
-  $("detail-close").addEventListener("click", () => {
-    view.selectedJob = null;
-    $("detail").hidden = true;
-  });
+  $("detail-close").addEventListener("click", closeDetail);
   $("detail-cancel").addEventListener("click", () => view.selectedJob !== null && cancelJob(view.selectedJob));
   $("detail-requeue").addEventListener("click", () => view.selectedJob !== null && requeueJob(view.selectedJob));
 }
