@@ -247,8 +247,8 @@ class PersistentQSQLite(PersistentQStore):
         if _file_id(self.path) != self._file_id:
             raise StoreError(
                 f"the queue database {self.path} was deleted or replaced while this process used it; "
-                "work from now on is lost, so stop its workers (end the process, or await pool.stop() "
-                "in a notebook) and start them again"
+                "work from now on is lost, so stop this process and start it again (in a notebook, "
+                "await pool.stop() and start the pool again)"
             )
 
     def data_version(self) -> int:
