@@ -601,12 +601,9 @@ def _redact_url(database: str) -> str:
     """Return `database` with the password of a URL replaced by ***."""
     if not _is_database_url(database):
         return database
-    scheme, _, rest = database.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return database
-    user = userinfo.partition(":")[0]
-    return f"{scheme}://{user}:***@{host}"
+    from .store.postgres import redact_url
+
+    return redact_url(database)
 
 
 def _is_loopback(host: str) -> bool:

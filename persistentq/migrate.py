@@ -11,6 +11,7 @@ cancelled jobs stay behind, and the SQLite file is left as it was.
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,11 +55,19 @@ def migrate_sqlite(
 ) -> MigrationReport:
     """Copy the queued and failed jobs of `queues` from a SQLite file into `target`, in one commit.
 
-    Raises StoreError when `source_path` is no queue file, and
+    Raises StoreError when `source_path` is no queue file or one of
+    `queues` has no jobs in it while other queues do (a misspelt name), and
     InvalidStateError, before copying anything, when a source queue has
     running jobs or (without `allow_nonempty`) a target queue has jobs.
     """
-    _check_queue_file(source_path)
+    names = _queue_names(source_path)
+    unknown = [queue for queue in queues if queue not in names]
+    if unknown and names:
+        listed = ", ".join(repr(name) for name in sorted(names))
+        raise StoreError(
+            f"queue {unknown[0]!r} has no jobs in {source_path}, whose queues are {listed}; "
+            "pass --queue with one of them; nothing was copied"
+        )
     with PersistentQSQLite(source_path) as source:
         for queue in queues:
             _check_queues(source, target, queue, allow_nonempty=allow_nonempty)
@@ -76,11 +85,12 @@ def migrate_sqlite(
     return MigrationReport(copied)
 
 
-def _check_queue_file(path: Path) -> None:
-    """Raise StoreError unless `path` is a SQLite file with a persistentq queue in it.
+def _queue_names(path: Path) -> set[str]:
+    """Return the names of the queues that have jobs in the SQLite file at `path`.
 
-    The file is opened read-only, because opening a store would add the
-    queue's tables to any other SQLite database.
+    Raises StoreError unless `path` is a SQLite file with a persistentq
+    queue in it. The file is opened read-only, because opening a store would
+    add the queue's tables to any other SQLite database.
     """
     fix = "pass --from the queue.sqlite3 file to copy"
     if not path.is_file():
@@ -89,12 +99,13 @@ def _check_queue_file(path: Path) -> None:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                raise StoreError(f"{path} is a SQLite database without a persistentq queue; {fix}")
+            return {name for (name,) in conn.execute("SELECT DISTINCT queue FROM jobs")}
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path} is not a SQLite database ({exc}); {fix}") from exc
-    if version == 0:
-        raise StoreError(f"{path} is a SQLite database without a persistentq queue; {fix}")
 
 
 def _check_queues(
@@ -118,13 +129,17 @@ def _check_queues(
 
 def _read_queue(source: PersistentQSQLite, queue: str) -> tuple[list[Job], set[int]]:
     """Return the queue's queued and failed jobs oldest first, and the ids of failed ones already discarded."""
-    jobs: list[Job] = []
+    # Pages come newest first, so each job put while they are read would push the
+    # rest one place down, onto the next page a second time, and a producer that
+    # keeps putting would keep the loop going. Jobs created from now on stay behind.
+    until = time.time()
+    by_id: dict[int, Job] = {}
     for state in MIGRATED_STATES:
         offset = 0
-        while page := source.jobs(queue=queue, state=state, limit=PAGE_SIZE, offset=offset):
-            jobs += page
+        while page := source.jobs(queue=queue, state=state, limit=PAGE_SIZE, offset=offset, until=until):
+            by_id.update((job.id, job) for job in page)
             offset += len(page)
-    jobs.sort(key=lambda job: job.id)
+    jobs = sorted(by_id.values(), key=lambda job: job.id)
 
     failed_ids = {job.id for job in jobs if job.state is JobState.FAILED}
     undiscarded = {job.id for job in source.failed_undiscarded(queue=queue, limit=len(failed_ids) + 1)}

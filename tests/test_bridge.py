@@ -388,3 +388,25 @@ def test_aclose_removes_put_listener(store):
         assert not signal.done()
 
     run(scenario())
+
+
+def test_cancelled_call_not_run(store) -> None:
+    """A call whose caller was cancelled before its batch ran is skipped, so it cannot hold up a stop."""
+    ran: list[str] = []
+
+    def record(name: str) -> str:
+        ran.append(name)
+        return name
+
+    async def scenario() -> str:
+        bridge = AsyncStore(store)
+        dropped = asyncio.ensure_future(bridge.call(record, "dropped"))
+        kept = asyncio.ensure_future(bridge.call(record, "kept"))
+        await asyncio.sleep(0)  # both calls are queued; the batch starts on the next turn
+        dropped.cancel()
+        result = await kept
+        await bridge.aclose()
+        return result
+
+    assert run(scenario()) == "kept"
+    assert ran == ["kept"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import uuid
 from pathlib import Path
@@ -35,6 +36,12 @@ def pg(postgres_url: str):
     store = PersistentQPostgres(postgres_url)
     yield store
     store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def basic(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -100,15 +107,23 @@ def test_database_from_environment(tmp_path, postgres_url, pg):
     assert not (tmp_path / "queue.sqlite3").exists()
 
 
-@pytest.mark.parametrize("command", [["status"], ["jobs"], ["enqueue", "a"], ["purge"], ["run", "--duration", "1"]])
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["jobs"], ["enqueue", "a"], ["cancel", "1"], ["retry", "1"], ["purge"],
+     ["run", "--duration", "1"], ["web-app", "--port", str(free_port())], ["migrate", "--from", "missing.sqlite3"]],
+    ids=lambda command: command[0],
+)
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
         (REFUSED_URL, "Connection refused"),
         ("postgresql://postgres@127.0.0.1:notaport/postgres", "notaport"),
         ("postgresql://postgres:s3cret@127.0.0.1:1/postgres", "Connection refused"),
+        # libpq repeats a URL that it cannot parse in its message.
+        ("postgresql://postgres:s3cret@[::1:5432/postgres", "IPv6 host address"),
+        ("postgresql://postgres@127.0.0.1:1/postgres?password=s3cret", "Connection refused"),
     ],
-    ids=["refused", "bad-port", "password"],
+    ids=["refused", "bad-port", "password", "unparsable-with-password", "password-parameter"],
 )
 def test_unreachable_database_exit_2(tmp_path, command, url, reason):
     """A refused connection or a malformed URL ends every command with one error line and exit 2."""
@@ -267,6 +282,50 @@ def test_migrate_missing_source(tmp_path, postgres_url):
     assert result.exit_code == 1, result.output
     assert f"no SQLite queue file at {missing}" in result.output
     assert not missing.exists()
+
+
+def test_migrate_unknown_queue_rejected(tmp_path, postgres_url, pg, queue):
+    """A --queue that has no jobs in the file, such as a typo, is an error listing the file's queues."""
+    source = PersistentQSQLite(tmp_path / "queue.sqlite3")
+    source.put("kept", queue=queue)
+    source.put("other", queue="mail")
+    source.close()
+
+    result = basic("migrate", "--from", str(tmp_path / "queue.sqlite3"), "--to", postgres_url,
+                   "--queue", queue, "--queue", f"{queue}x")
+
+    assert result.exit_code == 1, result.output
+    assert f"queue '{queue}x' has no jobs in" in result.output
+    assert f"whose queues are '{queue}', 'mail'" in result.output
+    assert "nothing was copied" in result.output
+    assert sum(pg.counts(queue=queue).values()) == 0
+
+
+def test_migrate_puts_during_read_left_behind(tmp_path, pg, queue, monkeypatch):
+    """Jobs put while the file is read stay behind, and every job there before is copied exactly once."""
+    from persistentq import migrate
+
+    monkeypatch.setattr(migrate, "PAGE_SIZE", 10)
+    path = tmp_path / "queue.sqlite3"
+    source = PersistentQSQLite(path)
+    source.put_many([f"old {number}" for number in range(25)], queue=queue)
+    source.close()
+    read_page = PersistentQSQLite.jobs
+    puts = iter(range(1000))
+
+    def read_page_then_put(self, **options):
+        page = read_page(self, **options)
+        self.put(f"new {next(puts)}", queue=queue)
+        return page
+
+    monkeypatch.setattr(PersistentQSQLite, "jobs", read_page_then_put)
+
+    report = migrate.migrate_sqlite(path, pg, queues=[queue])
+
+    payloads = [job.payload for job in pg.jobs(queue=queue, limit=1000)]
+    assert len(payloads) == len(set(payloads)), sorted(payloads)
+    assert set(payloads) == {f"old {number}" for number in range(25)}
+    assert report.total == 25
 
 
 def test_migrate_nul_payload_rejected(tmp_path, postgres_url, pg, queue):

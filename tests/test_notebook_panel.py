@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import socket
 import time
@@ -312,6 +313,16 @@ def test_panel_needs_running_loop(tmp_path: Path) -> None:
         show_panel(fast_config(tmp_path), consumer_function=consume, display=False)
 
 
+@pytest.mark.parametrize("refresh_s", [0, -1, float("nan"), float("inf"), "1", True])
+def test_panel_rejects_bad_refresh(tmp_path: Path, refresh_s: object) -> None:
+    """A refresh interval that is not a positive number of seconds is rejected before any task starts."""
+    async def scenario() -> None:
+        with pytest.raises(ValueError, match="refresh_s must be a number of seconds > 0"):
+            show_panel(fast_config(tmp_path), consumer_function=consume, refresh_s=refresh_s, display=False)
+
+    asyncio.run(scenario())
+
+
 def test_pool_for_adopts_running_pool(tmp_path: Path) -> None:
     """A second WorkerPool on a running queue is not started: the running one is used, with the new function."""
     from persistentq import WorkerPool
@@ -371,3 +382,19 @@ def test_show_panel_default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         panel.close()
 
     run(scenario)
+
+
+def test_show_panel_defaults_warn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """Without a source or a ./config.yaml, the panel warns that the defaults put files in this folder."""
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.WARNING, logger="persistentq")
+
+    async def scenario() -> None:
+        panel = show_panel(display=False)
+        assert panel.pool.config.database_path == tmp_path / "queue.sqlite3"
+        panel.close()
+
+    run(scenario)
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any(f"no config.yaml in {tmp_path}: using the built-in defaults" in message for message in warnings), warnings

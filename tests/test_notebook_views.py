@@ -6,6 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -69,12 +70,34 @@ def test_jobs_view_rejects_bad_arguments(config) -> None:
     """A bad state, limit or time names the value and what is expected."""
     with pytest.raises(ValueError, match="state must be one of queued, running, done, failed, cancelled.*'don'"):
         jobs_view(config, state="don")
-    with pytest.raises(ValueError, match="limit must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="limit must be an integer from 1 to 9223372036854775807, got 0"):
         jobs_view(config, limit=0)
     with pytest.raises(ValueError, match="since must be a datetime.*'yesterday-ish'"):
         jobs_view(config, since="yesterday-ish")
     with pytest.raises(ValueError, match="until must be a finite time"):
         jobs_view(config, until=float("nan"))
+
+
+def test_views_reject_since_after_until(config) -> None:
+    """A since later than until is an error naming both times, not an empty frame."""
+    with pytest.raises(ValueError, match=r"since \(2026-12-04T11:00:00\+00:00\) is after until \(2026-12-04T10:00:00"):
+        jobs_view(config, since="2026-12-04 11:00", until="2026-12-04 10:00")
+    with pytest.raises(ValueError, match="is after until"):
+        throughput_view(config, since=pd.Timedelta("1h"), until=pd.Timedelta("2h"))
+    assert jobs_view(config, since=1000, until=1000).empty
+
+
+def test_jobs_view_limit_and_search_types(config) -> None:
+    """A numpy integer limit works; a limit past 64 bits and a non-str search raise clear errors."""
+    store = PersistentQSQLite(config.database_path)
+    store.put_many(["a", "b", "c"])
+    store.close()
+
+    assert len(jobs_view(config, limit=np.int64(2))) == 2
+    with pytest.raises(ValueError, match="limit must be an integer from 1 to"):
+        jobs_view(config, limit=2**63)
+    with pytest.raises(TypeError, match="search must be a str or None, got int: 5"):
+        jobs_view(config, search=5)
 
 
 def test_epoch_seconds_forms() -> None:
@@ -181,6 +204,23 @@ def test_requeue_failed_custom_jobs(config) -> None:
         requeue_failed(pool, ["x"])
 
 
+def test_requeue_failed_one_id_or_str(config) -> None:
+    """One integer id requeues that job; a str of digits is rejected instead of requeueing one job per digit."""
+    from persistentq.notebook import pool_for
+
+    pool = pool_for(config, consumer_function=str.upper)
+    store = PersistentQSQLite(config.database_path)
+    store.put_many(["x", "y"])
+    failed = finish(store, 2, fail=True)
+    store.close()
+
+    with pytest.raises(TypeError, match="job_ids must be an integer or a list of integers, got '12'"):
+        requeue_failed(pool, "12")
+    assert counts_view(pool)["failed"] == 2
+    result = requeue_failed(pool, np.int64(failed[0]))
+    assert result.requeued == [failed[0]]
+
+
 def test_requeue_failed_file_job_without_file(config) -> None:
     """A failed file-pipeline job whose file is gone is rejected with the reason, and stays failed."""
     store = PersistentQSQLite(config.database_path)
@@ -193,3 +233,35 @@ def test_requeue_failed_file_job_without_file(config) -> None:
     assert result.requeued == []
     assert list(result.rejected) == failed
     assert counts_view(config)["failed"] == 1
+
+
+def test_views_of_pool_on_deleted_file(tmp_path: Path) -> None:
+    """A running pool whose queue folder was deleted makes the views raise; a restarted pool uses a new file."""
+    import asyncio
+    import shutil
+
+    from persistentq.errors import StoreError
+    from persistentq.notebook import start_pool
+
+    folder = tmp_path / "queue"
+    config = config_from_dict({"general": {"primary_path": str(folder), "n_prod": 0, "n_cons": 1}})
+
+    async def main() -> int:
+        pool = await start_pool(config, consumer_function=str.upper)
+        shutil.rmtree(folder)
+        with pytest.raises(StoreError, match="deleted or replaced"):
+            counts_view(config)
+        with pytest.raises(StoreError, match="deleted or replaced"):
+            pool.store.put("lost")
+        await pool.stop()
+
+        pool = await start_pool(config, consumer_function=str.upper)
+        try:
+            return pool.store.put("kept")
+        finally:
+            await pool.stop()
+
+    job_id = asyncio.run(main())
+
+    with sqlite3.connect(folder / "queue.sqlite3") as conn:
+        assert conn.execute("SELECT payload FROM jobs WHERE id = ?", (job_id,)).fetchall() == [("kept",)]

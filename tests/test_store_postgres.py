@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from persistentq.store.postgres_schema import SCHEMA_VERSION
 from postgres_server import fresh_schema_store, import_psycopg, schema_name
 
 psycopg = import_psycopg()
+from psycopg.conninfo import make_conninfo  # noqa: E402 - after the import check above
 
 WAIT_S = 10.0
 N_STARTERS = 8
@@ -75,6 +77,22 @@ def test_schema_reopen_keeps_jobs(pg_store, postgres_url):
         assert again.get(job_id).payload == "kept"
     versions = admin_query(postgres_url, f"SELECT count(*) FROM {pg_store.schema}.schema_version")
     assert versions == [(1,)]
+
+
+def test_schema_without_usage_privilege(pg_store, postgres_url):
+    """A user without USAGE on an existing queue schema gets one line naming the GRANT to run."""
+    role = f"t_role_{uuid.uuid4().hex[:10]}"
+    admin_query(postgres_url, f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with pytest.raises(StoreError) as caught:
+            PersistentQPostgres(make_conninfo(postgres_url, user=role), schema=pg_store.schema)
+    finally:
+        admin_query(postgres_url, f'DROP ROLE "{role}"')
+
+    message = str(caught.value)
+    assert f"has no USAGE privilege on the queue schema '{pg_store.schema}'" in message
+    assert f"GRANT USAGE ON SCHEMA {pg_store.schema} TO {role}" in message
+    assert "\n" not in message
 
 
 def test_schema_concurrent_starters(postgres_url, tmp_path):
@@ -150,11 +168,79 @@ def test_connect_failure_hides_password():
         ("postgresql://user@host/db", "postgresql://user@host/db"),
         ("postgresql://host/db", "postgresql://host/db"),
         ("postgres://u:p:q@host:5/db?sslmode=require", "postgres://u:***@host:5/db?sslmode=require"),
+        ("postgresql://u@host/db?sslmode=require&password=x%26y", "postgresql://u@host/db?sslmode=require&password=***"),
+        ("postgresql://u@host/db?PASSWORD=secret", "postgresql://u@host/db?PASSWORD=***"),
     ],
 )
 def test_redact_url(url, shown):
     """redact_url replaces only the password."""
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://postgres:s%40cret@[::1:5432/postgres", "postgresql://postgres@[::1:5432/postgres?password=s%40cret"],
+    ids=["user-part", "parameter"],
+)
+def test_unparsable_url_hides_password(url):
+    """libpq repeats a URL it cannot parse; the error shows neither the written nor the decoded password."""
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        PersistentQPostgres(url)
+
+    message = str(caught.value)
+    assert "IPv6 host address" in message
+    assert "s%40cret" not in message
+    assert "s@cret" not in message
+
+
+def test_url_scheme_any_case(postgres_url, tmp_path):
+    """A URL whose scheme is in upper case, which the config accepts, opens the store."""
+    scheme, _, rest = postgres_url.partition("://")
+    with PersistentQPostgres(f"{scheme.upper()}://{rest}", schema=schema_name(tmp_path)) as store:
+        job_id = store.put("upper")
+        assert store.get(job_id).payload == "upper"
+        assert store.url.startswith(f"{scheme}://")
+
+
+def test_outage_calls_fail_fast_then_recover(postgres_url, tmp_path, monkeypatch):
+    """Once a wait for a connection has timed out, later calls give up within OUTAGE_TIMEOUT_S until the server is back."""
+    from persistentq.store import postgres
+
+    monkeypatch.setattr(postgres, "POOL_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(postgres, "OUTAGE_TIMEOUT_S", 0.2)
+    name = f"t_outage_{uuid.uuid4().hex[:10]}"
+    admin_query(postgres_url, f'CREATE DATABASE "{name}"')
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    store = PersistentQPostgres(url)
+    try:
+        job_id = store.put("kept")
+        admin_query(postgres_url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        admin_query(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %(name)s",
+            {"name": name},
+        )
+
+        with pytest.raises(DatabaseUnavailableError, match="within 3 s"):
+            store.counts()
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError, match="within 0.2 s"):
+            store.counts()
+        assert time.monotonic() - started < 2.5
+
+        admin_query(postgres_url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                assert store.get(job_id).payload == "kept"
+                break
+            except DatabaseUnavailableError:
+                assert time.monotonic() < deadline, "no connection within WAIT_S after the server came back"
+                time.sleep(0.1)
+        assert store.counts()[JobState.QUEUED] == 1
+    finally:
+        store.close()
+        admin_query(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_pool_size_grows_with_workers():
@@ -297,6 +383,25 @@ def test_listener_reconnects_after_termination(pg_store, postgres_url, caplog, m
         other.put("after", queue="mail")
         assert arrived.wait(WAIT_S), "no notification after the reconnect"
     assert heard == ["mail"]
+
+
+def test_listener_backoff_restarts_after_reconnect(pg_store, postgres_url, caplog, monkeypatch):
+    """Each loss of a LISTEN connection that had been restored is attempt 1 again, with the first backoff."""
+    monkeypatch.setattr(postgres_listener, "BACKOFF_FIRST_S", 0.1)
+    caplog.set_level(logging.WARNING, logger="persistentq.store.postgres_listener")
+    pg_store.add_put_listener(lambda queue: None)
+    assert pg_store.wait_until_listening(WAIT_S)
+
+    for round_number in range(1, 4):
+        terminate_other_connections(postgres_url)
+        deadline = time.monotonic() + WAIT_S
+        while pg_store._listener.reconnects < round_number and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pg_store._listener.reconnects == round_number
+
+    failures = [record.getMessage() for record in caplog.records if "failed (attempt" in record.getMessage()]
+    assert len(failures) == 3, failures
+    assert all("failed (attempt 1)" in message for message in failures), failures
 
 
 def test_listener_polls_while_server_unreachable(caplog, monkeypatch):

@@ -523,3 +523,19 @@ def test_check_health_notices_deleted_file(db_path):
     with pytest.raises(StoreError, match="deleted or replaced"):
         store.check_health()
     store.close()
+
+
+def test_deleted_file_stops_puts_and_claims(db_path):
+    """Puts and claims raise StoreError once the file is gone, instead of working in a file nobody can see."""
+    store = PersistentQSQLite(db_path)
+    store.put("before")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+
+    with pytest.raises(StoreError, match="deleted or replaced"):
+        store.put("lost")
+    with pytest.raises(StoreError, match="deleted or replaced"):
+        store.put_many(["lost", "too"])
+    with pytest.raises(StoreError, match="deleted or replaced"):
+        store.claim(lease_s=30, worker_id="w", max_attempts=3)
+    store.close()

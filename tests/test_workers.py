@@ -220,6 +220,78 @@ def test_time_limit_stops_attempt(tmp_path: Path, function: Callable) -> None:
     assert elapsed < 8, f"the attempt was stopped only after {elapsed:.1f} s"
 
 
+def test_coroutine_ignoring_cancel_abandoned(tmp_path: Path) -> None:
+    """A coroutine that swallows CancelledError fails at n_time, and its consumer goes on to the next job."""
+    released = False
+
+    async def stubborn(payload: str) -> str:
+        if payload == "quick":
+            return "quick done"
+        while not released:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass
+        return "released"
+
+    config = make_config(tmp_path, **{"consumer.n_time": 0.5, "consumer.n_tries": 1})
+    pool = WorkerPool(config, consumer_function=stubborn)
+    stubborn_id = pool.store.put("stubborn", priority=1)
+    quick_id = pool.store.put("quick")
+
+    async def scenario(pool: WorkerPool) -> None:
+        nonlocal released
+        try:
+            await wait_until(finished(pool, 2), timeout_s=15)
+        finally:
+            released = True  # so the abandoned coroutine ends and asyncio.run can return
+
+    run_pool(pool, scenario)
+
+    store = pool_store(tmp_path)
+    stuck = store.get(stubborn_id)
+    assert stuck.state == JobState.FAILED
+    assert "abandoned" in stuck.last_error
+    assert "CancelledError" in stuck.last_error
+    assert store.get(quick_id).state == JobState.DONE
+
+
+def test_stop_with_coroutine_ignoring_cancel(tmp_path: Path) -> None:
+    """A stop ends, and hands the job back, although the running coroutine swallows CancelledError."""
+    started = asyncio.Event()
+    released = False
+
+    async def stubborn(payload: str) -> None:
+        started.set()
+        while not released:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass
+
+    config = make_config(tmp_path, **{"general.shutdown_grace": 0.2})
+    pool = WorkerPool(config, consumer_function=stubborn)
+    job_id = pool.store.put("stubborn")
+
+    async def main() -> bool:
+        nonlocal released
+        await pool.start()
+        await asyncio.wait_for(started.wait(), 10)
+        try:
+            await asyncio.wait_for(pool.stop(), 10)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            released = True
+
+    assert asyncio.run(main()), "the stop did not end within 10 s"
+
+    job = pool_store(tmp_path).get(job_id)
+    assert job.state == JobState.QUEUED
+    assert job.attempts == 0
+
+
 def test_sync_time_limit_kills_child(tmp_path: Path) -> None:
     """The child process running a sync attempt past n_time is killed, not left running."""
     pids: list[int] = []
@@ -272,15 +344,36 @@ def test_bad_job_does_not_stop_workers(tmp_path: Path) -> None:
     assert counts[JobState.FAILED] == 1
 
 
-@pytest.mark.parametrize("exception", [SystemExit(3), KeyboardInterrupt()], ids=["SystemExit", "KeyboardInterrupt"])
-def test_base_exception_fails_attempt_only(tmp_path: Path, exception: BaseException) -> None:
-    """SystemExit or KeyboardInterrupt from a job function fails that attempt; the pool goes on."""
-    async def leave(payload: str) -> str:
+class CustomBaseError(BaseException):
+    """A BaseException subclass that is no Exception, as some libraries define."""
+
+
+BASE_EXCEPTIONS = [SystemExit(3), KeyboardInterrupt(), GeneratorExit(), CustomBaseError("custom")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "exception"),
+    [
+        *(pytest.param("async", exception, id=f"async-{type(exception).__name__}") for exception in BASE_EXCEPTIONS),
+        # A coroutine's own CancelledError, such as from awaiting a future that was cancelled elsewhere.
+        pytest.param("async", asyncio.CancelledError(), id="async-CancelledError"),
+        *(pytest.param("thread", exception, id=f"thread-{type(exception).__name__}") for exception in BASE_EXCEPTIONS),
+    ],
+)
+def test_base_exception_fails_attempt_only(tmp_path: Path, mode: str, exception: BaseException) -> None:
+    """A BaseException from a job function fails that attempt, and the pool goes on."""
+    async def leave_async(payload: str) -> str:
         if payload == "leave":
             raise exception
         return payload
 
-    pool = WorkerPool(make_config(tmp_path, **{"consumer.n_tries": 1}), consumer_function=leave)
+    def leave(payload: str) -> str:
+        if payload == "leave":
+            raise exception
+        return payload
+
+    config = make_config(tmp_path, **{"consumer.n_tries": 1, "consumer.sync_mode": "thread"})
+    pool = WorkerPool(config, consumer_function=leave_async if mode == "async" else leave)
     pool.store.put_many(["leave", "stay"])
     run_pool(pool, lambda pool: wait_until(finished(pool, 2)))
 

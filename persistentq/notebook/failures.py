@@ -28,9 +28,11 @@ def failed_jobs(source: QueueSource, *, limit: int = 1000, queue: str | None = N
 
 
 def requeue_failed(
-    source: QueueSource, job_ids: Iterable[int] | None = None, *, queue: str | None = None
+    source: QueueSource, job_ids: int | Iterable[int] | None = None, *, queue: str | None = None
 ) -> RequeueResult:
     """Queue failed (or cancelled) jobs again with attempts back at 0, or every failed job without `job_ids`.
+
+    `job_ids` is one id or an iterable of ids, such as the index of `failed_jobs`.
 
     Each job is requeued or rejected with a reason, as `basic retry` does:
     for file jobs, a job whose `.failed` file the cleaner already removed is
@@ -39,6 +41,11 @@ def requeue_failed(
     with open_queue(source, queue=queue) as ref:
         if job_ids is None:
             ids = [job.id for job in ref.store.jobs(queue=ref.queue, state=JobState.FAILED, limit=MAX_REQUEUE)]
+        elif isinstance(job_ids, numbers.Integral) and not isinstance(job_ids, bool):
+            ids = [int(job_ids)]
+        elif isinstance(job_ids, (str, bytes)):
+            # Iterating a str would requeue one job per digit.
+            raise TypeError(f"job_ids must be an integer or a list of integers, got {job_ids!r:.80}")
         else:
             ids = [_job_id(value) for value in job_ids]
         return requeue_jobs(ref.store, ref.config, ids, hooks=ref.hooks)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,9 @@ class ControlPanel:
             import ipywidgets  # noqa: F401
         except ImportError as exc:
             raise ImportError(WIDGETS_HINT) from exc
+        if isinstance(refresh_s, bool) or not isinstance(refresh_s, (int, float)) or not 0 < refresh_s < math.inf:
+            # 0 would reread the queue without pause and starve the kernel's loop.
+            raise ValueError(f"refresh_s must be a number of seconds > 0, got {refresh_s!r}")
         try:
             self.loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -172,6 +176,7 @@ class ControlPanel:
     async def refresh(self) -> None:
         """Read the queue and the worker registry once and update every widget."""
         queue = self.pool.config.general.queue
+        await asyncio.to_thread(self._read_store.check_health)
         counts = await asyncio.to_thread(self._read_store.counts, queue=queue)
         records = await asyncio.to_thread(self._read_store.workers)
         for state in JobState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ from ..hooks import JobHooks, NoHooks
 from ..pool import WorkerPool
 from ..store.base import DEFAULT_QUEUE, PersistentQStore
 from ..store.factory import open_store
+
+log = logging.getLogger(__name__)
 
 # The types that the views, the helpers and the panel accept as "the queue".
 QueueSource = Union[Config, WorkerPool, PersistentQStore, str, os.PathLike]
@@ -36,7 +39,12 @@ def as_config(source: Config | str | os.PathLike | None) -> Config:
     None loads ./config.yaml when it exists, else the defaults, as the `basic` command does.
     """
     if source is None:
-        return load_config(None)
+        config = load_config(None)
+        if config.source is None:
+            # The defaults run the file pipeline, whose producer writes files into this folder.
+            log.warning("no config.yaml in %s: using the built-in defaults, so files and the queue go to %s",
+                        Path.cwd(), config.general.primary_path)
+        return config
     if isinstance(source, Config):
         return source
     if isinstance(source, (str, os.PathLike)):
@@ -68,6 +76,8 @@ def open_queue(source: QueueSource, *, queue: str | None = None) -> Iterator[Que
     hooks = pool.hooks if pool is not None else hooks_for(config)
     name = queue or config.general.queue
     if pool is not None and pool.running:
+        # A pool whose SQLite file was deleted would show work that is lost with the kernel.
+        pool.store.check_health()
         yield QueueRef(pool.store, name, hooks, config)
         return
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import numbers
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 MATPLOTLIB_HINT = "plotting needs matplotlib: pip install 'persistentq[lab]' (or pip install matplotlib)"
 # More intervals than this in one throughput frame is almost surely a too small interval_s.
 MAX_INTERVALS = 100_000
+MAX_LIMIT = 2**63 - 1
 TimeBound = Any  # datetime, pandas Timestamp, str, epoch seconds, timedelta, or None
 
 
@@ -52,7 +54,9 @@ def jobs_view(
     """
     job_state = parse_state(state)
     limit = _check_limit(limit)
-    since_s, until_s = epoch_seconds(since, "since"), epoch_seconds(until, "until")
+    if search is not None and not isinstance(search, str):
+        raise TypeError(f"search must be a str or None, got {type(search).__name__}: {search!r:.80}")
+    since_s, until_s = time_range(since, until)
     with open_queue(source, queue=queue) as ref:
         return ref.store.dataframe(
             queue=ref.queue, state=job_state, limit=limit, search=search or None, since=since_s, until=until_s
@@ -85,7 +89,7 @@ def throughput_view(
     take more than MAX_INTERVALS rows.
     """
     interval_s = _check_interval(interval_s)
-    since_s, until_s = epoch_seconds(since, "since"), epoch_seconds(until, "until")
+    since_s, until_s = time_range(since, until)
     with open_queue(source, queue=queue) as ref:
         rows = ref.store.throughput(queue=ref.queue, interval_s=interval_s, since=since_s, until=until_s)
 
@@ -136,6 +140,24 @@ def parse_state(state: JobState | str | None) -> JobState | None:
         raise ValueError(f"state must be one of {valid} or None, got {state!r}") from None
 
 
+def time_range(since: TimeBound, until: TimeBound) -> tuple[float | None, float | None]:
+    """Return `since` and `until` as epoch seconds; raise ValueError when `since` comes after `until`."""
+    since_s, until_s = epoch_seconds(since, "since"), epoch_seconds(until, "until")
+    if since_s is not None and until_s is not None and since_s > until_s:
+        raise ValueError(
+            f"since ({_utc_text(since_s)}) is after until ({_utc_text(until_s)}), so no job could match; "
+            "swap them, and note that a timedelta means that long before now"
+        )
+    return since_s, until_s
+
+
+def _utc_text(epoch_s: float) -> str:
+    try:
+        return pd.Timestamp(epoch_s, unit="s", tz="UTC").isoformat(timespec="seconds")
+    except (OverflowError, ValueError):
+        return f"{epoch_s:g} epoch seconds"
+
+
 def epoch_seconds(value: TimeBound, name: str) -> float | None:
     """Return a time bound as seconds since the epoch. A timedelta counts back from now."""
     if value is None:
@@ -177,9 +199,10 @@ def _interval_numbers(
 
 
 def _check_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
-    return limit
+    # numbers.Integral also admits numpy integers; SQLite and PostgreSQL take at most a signed 64-bit LIMIT.
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    return int(limit)
 
 
 def _check_interval(interval_s: float) -> float:

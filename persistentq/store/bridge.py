@@ -318,6 +318,10 @@ def _run(store: PersistentQStore, batch: _Batch, claimer_id: str) -> list[Resolu
         results += _results_of(futures, lambda: store.settle(outcomes))
 
     for function, future in batch.calls:
+        if future.cancelled():
+            # No caller waits for it any more, such as the heartbeat of a stopped worker.
+            # Read from this thread, the flag can only miss a cancel that came late.
+            continue
         results += _results_of([future], lambda function=function: [function()])
 
     for key, futures in batch.claims.items():

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote
 
 from ..errors import DatabaseUnavailableError, InvalidPayloadError, InvalidStateError, JobNotFoundError, StoreError
 from . import postgres_schema as sql
@@ -62,8 +63,12 @@ CONNECT_TIMEOUT_S = 10
 # How long a call waits for a free pooled connection, including while the
 # pool reconnects to a restarted server, before it raises StoreError.
 POOL_TIMEOUT_S = 30.0
+# How long a call waits for a connection while an earlier wait has timed out and none has come since.
+OUTAGE_TIMEOUT_S = 1.0
 IMPORT_BATCH = 1000  # jobs per INSERT statement of `import_jobs`
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# A password given as a query parameter of the URL: postgresql://app@host/db?password=...
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)([^&]*)", re.IGNORECASE)
 
 _OUTCOME_SQL = {
     OutcomeKind.ACK: sql.ACK,
@@ -74,13 +79,46 @@ _OUTCOME_SQL = {
 
 
 def redact_url(url: str) -> str:
-    """Return `url` with its password replaced by ***, for messages and logs."""
+    """Return `url` with its password replaced by ***, in the user part and in a password= parameter."""
     scheme, separator, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not separator or not at or ":" not in credentials:
+    if not separator:
         return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    credentials, at, host = rest.rpartition("@")
+    if at and ":" in credentials:
+        rest = f"{credentials.split(':', 1)[0]}:***@{host}"
+    rest = _PASSWORD_PARAMETER.sub(r"\g<1>***", rest)
+    return f"{scheme}://{rest}"
+
+
+def hide_password(text: str, url: str) -> str:
+    """Return `text` with every copy of the password of `url`, as written or percent-decoded, replaced by ***.
+
+    libpq repeats the whole URL in some of its messages, for example when
+    the URL cannot be parsed.
+    """
+    text = text.replace(url, redact_url(url))
+    for secret in sorted(_passwords(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _passwords(url: str) -> set[str]:
+    _, _, rest = url.partition("://")
+    credentials, at, _ = rest.rpartition("@")
+    found = [credentials.split(":", 1)[1]] if at and ":" in credentials else []
+    found += [match.group(2) for match in _PASSWORD_PARAMETER.finditer(rest)]
+    return {form for secret in found for form in (secret, unquote(secret)) if form}
+
+
+def _lower_scheme(url: str) -> str:
+    """Return `url` with a POSTGRESQL:// or Postgres:// scheme in lower case, the only case libpq parses.
+
+    The config accepts the scheme in any case, as URL schemes are case-insensitive.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme.lower() in ("postgresql", "postgres"):
+        return f"{scheme.lower()}://{rest}"
+    return url
 
 
 def pool_size(n_workers: int) -> int:
@@ -126,7 +164,7 @@ class PersistentQPostgres(PersistentQStore):
             raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
         # With "full" every commit waits for the WAL flush, as SQLite's FULL does.
         self._async_outcomes = synchronous == "normal"
-        self.url = url
+        self.url = url = _lower_scheme(url)
         self.display_url = redact_url(url)
         self.schema = schema
         # Puts carry this id in their notification, so the LISTEN thread can
@@ -138,6 +176,7 @@ class PersistentQPostgres(PersistentQStore):
         self._listener: NotifyListener | None = None
         self._claimed_queues: set[str] = set()
         self._closed = False
+        self._outage = False
 
         self._create_schema(psycopg, create=create)
         self._pool = psycopg_pool.ConnectionPool(
@@ -157,7 +196,7 @@ class PersistentQPostgres(PersistentQStore):
     # Connections and transactions.
 
     def _connect_error(self, exc: Exception) -> DatabaseUnavailableError:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = hide_password(" ".join(str(exc).split()), self.url) or type(exc).__name__
         return DatabaseUnavailableError(
             f"cannot connect to the PostgreSQL database {self.display_url}: {reason}; "
             "check general.database or PERSISTENTQ_DATABASE (postgresql://user@host:port/database) "
@@ -188,7 +227,8 @@ class PersistentQPostgres(PersistentQStore):
                     self._create_tables(conn)
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot set up the queue schema {self.schema!r} in {self.display_url}: {exc}"
+                f"cannot set up the queue schema {self.schema!r} in {self.display_url}: "
+                f"{hide_password(_one_line(exc), self.url)}"
             ) from exc
 
     def _check_server(self, conn: psycopg.Connection) -> None:
@@ -204,6 +244,13 @@ class PersistentQPostgres(PersistentQStore):
 
         if conn.execute(sql.SCHEMA_EXISTS, {"schema": self.schema}).fetchone() is None:
             conn.execute(composed.SQL("CREATE SCHEMA {}").format(composed.Identifier(self.schema)))
+        elif not conn.execute(sql.SCHEMA_USAGE, {"schema": self.schema}).fetchone()[0]:
+            # Without USAGE the tables look missing, and creating them fails with a misleading error.
+            raise StoreError(
+                f"the database user {conn.info.user!r} has no USAGE privilege on the queue schema "
+                f"{self.schema!r} in {self.display_url}; as its owner, run GRANT USAGE ON SCHEMA "
+                f"{self.schema} TO {conn.info.user}, and grant SELECT, INSERT, UPDATE and DELETE on its tables"
+            )
         self._configure(conn)
         version = None
         if conn.execute(sql.VERSION_TABLE_EXISTS).fetchone()[0]:
@@ -232,12 +279,18 @@ class PersistentQPostgres(PersistentQStore):
 
         if self._closed:
             raise StoreError(f"{self!r} is closed")
+        # After a wait that timed out, and until a connection comes again, each call
+        # waits only OUTAGE_TIMEOUT_S. Otherwise the calls queued one behind another
+        # during an outage would each wait POOL_TIMEOUT_S, and so would a stop.
+        timeout_s = OUTAGE_TIMEOUT_S if self._outage else POOL_TIMEOUT_S
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=timeout_s) as conn:
+                self._outage = False
                 yield conn
         except PoolTimeout as exc:
+            self._outage = True
             raise DatabaseUnavailableError(
-                f"no connection to {self.display_url} within {POOL_TIMEOUT_S:g} s: "
+                f"no connection to {self.display_url} within {timeout_s:g} s: "
                 "the server is down or unreachable, or every pooled connection is busy"
             ) from exc
 
@@ -280,7 +333,7 @@ class PersistentQPostgres(PersistentQStore):
         return self._transaction(lambda conn: conn.execute(query, params).fetchall())
 
     def _store_error(self, exc: Exception, *, committing: bool) -> StoreError:
-        reason = _one_line(exc)
+        reason = hide_password(_one_line(exc), self.url)
         if committing:
             return StoreError(
                 f"the connection to {self.display_url} broke during COMMIT ({reason}); the last "

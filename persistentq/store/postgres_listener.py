@@ -82,6 +82,10 @@ class NotifyListener:
                 self._listen(after_outage=failures > 0)
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - every driver error leads to a reconnect
+                if self.listening.is_set():
+                    # The connection worked before it failed, so the backoff starts over.
+                    # A server that ends idle sessions would otherwise push it to BACKOFF_MAX_S.
+                    failures = 0
                 self.listening.clear()
                 if self._stopping.is_set():
                     return

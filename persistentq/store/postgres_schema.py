@@ -35,6 +35,8 @@ SERVER_VERSION = "SELECT current_setting('server_version_num')::integer"
 
 SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s"
 
+SCHEMA_USAGE = "SELECT has_schema_privilege(%(schema)s, 'USAGE')"
+
 VERSION_TABLE_EXISTS = "SELECT to_regclass('schema_version') IS NOT NULL"
 
 READ_VERSION = "SELECT max(version) FROM schema_version"

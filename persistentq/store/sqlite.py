@@ -247,7 +247,8 @@ class PersistentQSQLite(PersistentQStore):
         if _file_id(self.path) != self._file_id:
             raise StoreError(
                 f"the queue database {self.path} was deleted or replaced while this process used it; "
-                "work from now on is lost, so stop this process and start it again"
+                "work from now on is lost, so stop this process and start it again (in a notebook, "
+                "await pool.stop() and start the pool again)"
             )
 
     def data_version(self) -> int:
@@ -282,6 +283,7 @@ class PersistentQSQLite(PersistentQStore):
     ) -> int:
         check_payload(payload)
         check_put_options(priority, delay_s)
+        self.check_health()
         now = time.time()
         row = (queue, payload, priority, now, now + delay_s, unique_key)
 
@@ -311,6 +313,7 @@ class PersistentQSQLite(PersistentQStore):
         check_put_options(priority, delay_s)
         if not payloads:
             return []
+        self.check_health()
         now = time.time()
         rows = [(queue, payload, priority, now, now + delay_s, None) for payload in payloads]
 
@@ -338,6 +341,8 @@ class PersistentQSQLite(PersistentQStore):
     ) -> list[ClaimedJob]:
         if limit < 1:
             return []
+        # One stat call, so that no job is put or run in a file that is gone from its folder.
+        self.check_health()
 
         def claim_batch(conn: sqlite3.Connection) -> list[tuple]:
             now = time.time()

@@ -94,7 +94,13 @@ def _is_host(host: str) -> bool:
 
 async def _serve(config: Config) -> None:
     listener = _bind(config.web.host, config.web.port)
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except BaseException:
+        # An unreachable database stops the app here; the port must not stay bound
+        # for the rest of a process that called serve_dashboard.
+        listener.close()
+        raise
     server = _Server(uvicorn.Config(
         app, log_config=None, access_log=False, timeout_graceful_shutdown=REQUEST_GRACE_S,
         server_header=False,
