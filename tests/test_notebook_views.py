@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import time
 from pathlib import Path
@@ -101,12 +102,29 @@ def test_jobs_view_limit_and_search_types(config) -> None:
 
 
 def test_epoch_seconds_forms() -> None:
-    """Naive datetimes are UTC, aware ones keep their zone, a timedelta counts back from now."""
-    assert epoch_seconds("1970-01-01 00:01", "since") == 60.0
+    """Naive datetimes are local time, aware ones keep their zone, a timedelta counts back from now."""
+    local_minute = dt.datetime(1970, 1, 2, 0, 1).timestamp()
+    assert epoch_seconds("1970-01-02 00:01", "since") == local_minute
+    assert epoch_seconds(dt.datetime(1970, 1, 2, 0, 1), "since") == local_minute
+    assert epoch_seconds("1970-01-01 00:01+00:00", "since") == 60.0
     assert epoch_seconds(pd.Timestamp("1970-01-01 01:00", tz="Europe/Paris"), "since") == 0.0
     assert epoch_seconds(12.5, "since") == 12.5
     ago = epoch_seconds(pd.Timedelta(minutes=10), "since")
     assert abs(ago - (time.time() - 600)) < 5
+
+
+@pytest.mark.skipif(not hasattr(time, "tzset"), reason="time.tzset is POSIX only")
+def test_naive_now_means_local_time(monkeypatch) -> None:
+    """datetime.now() minus half an hour is half an hour ago on a machine outside UTC."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        since = epoch_seconds(dt.datetime.now() - dt.timedelta(minutes=30), "since")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+    assert abs(since - (time.time() - 1800)) < 5
 
 
 def test_counts_view_series(config) -> None:

@@ -7,8 +7,9 @@
 
 Every view takes a Config, the path of a config.yaml, a WorkerPool or a
 store, reads with one query, and works without Jupyter. Times are UTC pandas
-datetimes. A time bound is a datetime (naive ones are taken as UTC), a string
-pandas parses, epoch seconds, or a timedelta meaning that long before now.
+datetimes. A time bound is a datetime (naive ones are local time, as
+datetime.timestamp() reads them), a string pandas parses (local time unless
+it names a zone), epoch seconds, or a timedelta meaning that long before now.
 SQLite readers in WAL mode neither wait for writers nor hold them up.
 """
 
@@ -178,7 +179,9 @@ def epoch_seconds(value: TimeBound, name: str) -> float | None:
     if stamp is pd.NaT:
         raise ValueError(f"{name} must be a time, got {value!r}")
     if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
+        # A naive time is the machine's local time, as datetime.timestamp() reads it,
+        # so datetime.now() - timedelta(minutes=30) means half an hour ago.
+        return stamp.to_pydatetime(warn=False).timestamp()
     return stamp.timestamp()
 
 
