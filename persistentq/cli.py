@@ -83,6 +83,14 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except PersistentQError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except UnicodeEncodeError as exc:
+            # A shell argument with bytes that are not UTF-8 reaches Python as lone surrogates.
+            click.echo(
+                f"error: an argument has a character that is not valid Unicode text ({exc.reason} at "
+                f"position {exc.start}); pass UTF-8 text",
+                err=True,
+            )
+            sys.exit(2)
 
     return wrapper
 

@@ -323,3 +323,18 @@ def test_retry_before_cleaner_mark_keeps_file(config_file: Path, store: Persiste
     assert store.mark_discarded(candidates) == []
     assert store.get(job_id).state == JobState.QUEUED
     assert (pipeline.primary_path / name).exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("enqueue", "--unique-key", "\udcff", "hello"), ("jobs", "--search", "\udcff")],
+    ids=["unique-key", "search"],
+)
+def test_non_utf8_argument_is_one_line(config_file: Path, store: PersistentQSQLite, args: tuple) -> None:
+    """An argument with bytes that are not UTF-8 (lone surrogates) exits 2 with one line, putting nothing."""
+    result = basic(config_file, *args)
+
+    assert result.exit_code == 2, result.output
+    assert "not valid Unicode text" in result.output
+    assert "Traceback" not in result.output
+    assert store.jobs() == []
