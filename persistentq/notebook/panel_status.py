@@ -14,8 +14,8 @@ from ..workers.base import HEARTBEAT_S, WorkerState
 RATE_WINDOW_S = 5.0
 # Rows of the worker table. Stopped workers are listed after live ones, and cut first.
 MAX_WORKER_ROWS = 25
-# Stopped workers of earlier runs pile up in the registry until the cleaner
-# forgets them, so only the most recent few are listed.
+# Stopped workers of earlier runs stay in the registry until the cleaner
+# deletes their rows a day later, so only the most recent few are listed.
 MAX_STOPPED_ROWS = 5
 
 
