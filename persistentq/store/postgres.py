@@ -164,6 +164,8 @@ class PersistentQPostgres(PersistentQStore):
             raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
         # With "full" every commit waits for the WAL flush, as SQLite's FULL does.
         self._async_outcomes = synchronous == "normal"
+        # The server's synchronous_commit, which durable transactions keep.
+        self._durable_setting = "on"
         self.url = url = _lower_scheme(url)
         self.display_url = redact_url(url)
         self.schema = schema
@@ -271,6 +273,9 @@ class PersistentQPostgres(PersistentQStore):
     def _configure(self, conn: psycopg.Connection) -> None:
         # The name passed SCHEMA_NAME, so it needs no quoting in search_path.
         conn.execute("SELECT set_config('search_path', %(schema)s, false)", {"schema": self.schema})
+        if self._async_outcomes:
+            self._durable_setting = conn.execute(sql.SHOW_COMMIT_SETTING).fetchone()[0]
+            conn.execute(sql.ASYNC_COMMIT_SESSION)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
@@ -301,9 +306,13 @@ class PersistentQPostgres(PersistentQStore):
         work runs again, up to once per pooled connection (a terminated
         server process breaks each idle connection of the pool). A failure
         during COMMIT is raised, because the transaction may have committed.
-        With `durable` False and synchronous "normal" the commit does not
-        wait for the WAL flush (see ASYNC_COMMIT), which only claims and
-        outcomes may use.
+
+        With `durable` False the work runs in autocommit mode, each statement
+        its own transaction, and with synchronous "normal" without waiting
+        for the WAL flush (see ASYNC_COMMIT_SESSION). Only reads, claims and
+        outcomes may use it: a claim or outcome that runs again after a
+        broken connection is safe, because the lease token rejects a second
+        outcome and a lost claim's lease expires.
         """
         import psycopg
 
@@ -313,9 +322,11 @@ class PersistentQPostgres(PersistentQStore):
             try:
                 with self._connection() as conn:
                     try:
+                        if not durable:
+                            return work(conn)
                         with conn.transaction():
-                            if not durable and self._async_outcomes:
-                                conn.execute(sql.ASYNC_COMMIT)
+                            if self._async_outcomes:
+                                conn.execute(sql.DURABLE_COMMIT, {"setting": self._durable_setting})
                             result = work(conn)
                             committing = True
                         return result
@@ -330,7 +341,7 @@ class PersistentQPostgres(PersistentQStore):
 
     def _read(self, query: str, params: dict[str, Any] | None = None) -> list[tuple]:
         """Run one SELECT and return its rows, retried like a transaction when the connection broke."""
-        return self._transaction(lambda conn: conn.execute(query, params).fetchall())
+        return self._transaction(lambda conn: conn.execute(query, params).fetchall(), durable=False)
 
     def _store_error(self, exc: Exception, *, committing: bool) -> StoreError:
         reason = hide_password(_one_line(exc), self.url)

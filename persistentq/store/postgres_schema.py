@@ -117,7 +117,13 @@ CREATE_TABLES = (
 # at-least-once delivery allows. Puts, cancels, requeues and purges wait for
 # the flush, so a committed put is not lost. general.synchronous "full" turns
 # this off, so every commit waits.
-ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off"
+#
+# The pooled connections run in autocommit mode with the setting off for the
+# session, so a claim or an outcome is one statement and one round trip, and
+# each durable transaction sets the server's own value back for itself.
+SHOW_COMMIT_SETTING = "SHOW synchronous_commit"
+ASYNC_COMMIT_SESSION = "SELECT set_config('synchronous_commit', 'off', false)"
+DURABLE_COMMIT = "SELECT set_config('synchronous_commit', %(setting)s, true)"
 
 WRITE_VERSION = "INSERT INTO schema_version (version) VALUES (%(version)s)"
 
