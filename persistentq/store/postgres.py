@@ -274,7 +274,11 @@ class PersistentQPostgres(PersistentQStore):
         # The name passed SCHEMA_NAME, so it needs no quoting in search_path.
         conn.execute("SELECT set_config('search_path', %(schema)s, false)", {"schema": self.schema})
         if self._async_outcomes:
-            self._durable_setting = conn.execute(sql.SHOW_COMMIT_SETTING).fetchone()[0]
+            setting = conn.execute(sql.SHOW_COMMIT_SETTING).fetchone()[0]
+            if setting not in sql.COMMIT_SETTINGS:
+                raise StoreError(f"{self.display_url} reports synchronous_commit {setting!r}, not one of "
+                                 f"{sorted(sql.COMMIT_SETTINGS)}; set general.synchronous: full")
+            self._durable_setting = setting
             conn.execute(sql.ASYNC_COMMIT_SESSION)
 
     @contextmanager
@@ -324,11 +328,18 @@ class PersistentQPostgres(PersistentQStore):
                     try:
                         if not durable:
                             return work(conn)
-                        with conn.transaction():
-                            if self._async_outcomes:
-                                conn.execute(sql.DURABLE_COMMIT, {"setting": self._durable_setting})
+                        begin = "BEGIN"
+                        if self._async_outcomes:
+                            begin = sql.BEGIN_DURABLE.format(setting=self._durable_setting)
+                        conn.execute(begin)
+                        try:
                             result = work(conn)
-                            committing = True
+                        except BaseException:
+                            if not conn.broken:
+                                conn.execute("ROLLBACK")
+                            raise
+                        committing = True
+                        conn.execute("COMMIT")
                         return result
                     except psycopg.OperationalError as exc:
                         if committing or not conn.broken or attempt == attempts:
@@ -436,9 +447,10 @@ class PersistentQPostgres(PersistentQStore):
                 found = conn.execute(sql.FIND_ACTIVE_UNIQUE, params).fetchone()
                 if found is not None:
                     return found[0], False
-            job_id = conn.execute(sql.INSERT_JOB, params).fetchone()[0]
-            self._send_notify(conn, queue)
-            return job_id, True
+            if len(queue.encode("utf-8")) > sql.MAX_NOTIFY_QUEUE_BYTES:
+                return conn.execute(sql.INSERT_JOB, params).fetchone()[0], True
+            notice = {"channel": self._channel, "notice": f"{self._sender}:{queue}"}
+            return conn.execute(sql.INSERT_JOB_NOTIFY, {**params, **notice}).fetchone()[0], True
 
         job_id, inserted = self._transaction(insert)
         if inserted:

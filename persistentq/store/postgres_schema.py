@@ -123,7 +123,10 @@ CREATE_TABLES = (
 # each durable transaction sets the server's own value back for itself.
 SHOW_COMMIT_SETTING = "SHOW synchronous_commit"
 ASYNC_COMMIT_SESSION = "SELECT set_config('synchronous_commit', 'off', false)"
-DURABLE_COMMIT = "SELECT set_config('synchronous_commit', %(setting)s, true)"
+# The values synchronous_commit takes, so the server's own can be written into BEGIN_DURABLE.
+COMMIT_SETTINGS = frozenset({"on", "off", "local", "remote_write", "remote_apply"})
+# Sent as one simple query, so a durable transaction starts in one round trip.
+BEGIN_DURABLE = "BEGIN; SET LOCAL synchronous_commit TO {setting}"
 
 WRITE_VERSION = "INSERT INTO schema_version (version) VALUES (%(version)s)"
 
@@ -146,6 +149,12 @@ INSERT_JOB = f"""
 INSERT INTO jobs (queue, payload, state, priority, created_at, available_at, unique_key)
 VALUES (%(queue)s, %(payload)s, 'queued', %(priority)s, {NOW}, {NOW} + %(delay_s)s, %(unique_key)s)
 RETURNING id
+"""
+
+# The insert and its notification in one statement, which saves a put one round trip.
+INSERT_JOB_NOTIFY = f"""
+WITH job AS ({INSERT_JOB})
+SELECT id, pg_notify(%(channel)s, %(notice)s) FROM job
 """
 
 # The identity default is drawn row by row in the ORDER BY order, so sorting
