@@ -121,9 +121,9 @@ def _check_queues(
     existing = sum(target.counts(queue=queue).values())
     if existing and not allow_nonempty:
         raise InvalidStateError(
-            f"queue {queue!r} in {target.display_url} already has {existing} jobs, so a second "
-            "migration would copy the same jobs twice; pass --allow-nonempty to copy into it "
-            "anyway; nothing was copied"
+            f"queue {queue!r} in {target.display_url} already has {existing} jobs, from workers or "
+            "an earlier migration, and migrating the same file twice would copy its jobs twice; "
+            "pass --allow-nonempty to copy into it anyway; nothing was copied"
         )
 
 
