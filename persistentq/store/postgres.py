@@ -412,9 +412,16 @@ class PersistentQPostgres(PersistentQStore):
         for queue in self._claimed_queues.copy():
             self._notify_put(queue)
 
+    def _notice(self, queue: str) -> dict[str, str] | None:
+        """Return the NOTIFY parameters of a put to `queue`, or None when its name is too long to send."""
+        if len(queue.encode("utf-8")) > sql.MAX_NOTIFY_QUEUE_BYTES:
+            return None
+        return {"channel": self._channel, "notice": f"{self._sender}:{queue}"}
+
     def _send_notify(self, conn: psycopg.Connection, queue: str) -> None:
-        if len(queue.encode("utf-8")) <= sql.MAX_NOTIFY_QUEUE_BYTES:
-            conn.execute(sql.NOTIFY, {"channel": self._channel, "queue": f"{self._sender}:{queue}"})
+        notice = self._notice(queue)
+        if notice is not None:
+            conn.execute(sql.NOTIFY, notice)
 
     def _lock_unique_key(self, conn: psycopg.Connection, queue: str, unique_key: str) -> None:
         """Make puts and requeues of one unique key take turns until the commit.
@@ -447,9 +454,9 @@ class PersistentQPostgres(PersistentQStore):
                 found = conn.execute(sql.FIND_ACTIVE_UNIQUE, params).fetchone()
                 if found is not None:
                     return found[0], False
-            if len(queue.encode("utf-8")) > sql.MAX_NOTIFY_QUEUE_BYTES:
+            notice = self._notice(queue)
+            if notice is None:
                 return conn.execute(sql.INSERT_JOB, params).fetchone()[0], True
-            notice = {"channel": self._channel, "notice": f"{self._sender}:{queue}"}
             return conn.execute(sql.INSERT_JOB_NOTIFY, {**params, **notice}).fetchone()[0], True
 
         job_id, inserted = self._transaction(insert)

@@ -119,8 +119,8 @@ CREATE_TABLES = (
 # this off, so every commit waits.
 #
 # The pooled connections run in autocommit mode with the setting off for the
-# session, so a claim or an outcome is one statement and one round trip, and
-# each durable transaction sets the server's own value back for itself.
+# session, so a claim or an outcome is one statement and one round trip. Each
+# durable transaction sets the server's own value back for itself.
 SHOW_COMMIT_SETTING = "SHOW synchronous_commit"
 ASYNC_COMMIT_SESSION = "SELECT set_config('synchronous_commit', 'off', false)"
 # The values synchronous_commit takes, so the server's own can be written into BEGIN_DURABLE.
@@ -137,7 +137,7 @@ JOB_COLUMNS = (
 
 # Sent in the transaction of a put, so listeners hear of the job only once it
 # is committed, and not at all when the put rolls back.
-NOTIFY = "SELECT pg_notify(%(channel)s, %(queue)s)"
+NOTIFY = "SELECT pg_notify(%(channel)s, %(notice)s)"
 
 FIND_ACTIVE_UNIQUE = """
 SELECT id FROM jobs
