@@ -352,7 +352,7 @@ def test_migrate_nul_payload_rejected(tmp_path, postgres_url, pg, queue):
     ids=["text-file", "other-database"],
 )
 def test_migrate_source_not_queue(tmp_path, postgres_url, content, message):
-    """A --from file that holds no queue is rejected, and left byte for byte as it was."""
+    """A --from file that contains no queue is rejected, and left byte for byte as it was."""
     source = tmp_path / "other.db"
     if content is None:
         with sqlite3.connect(source) as conn:

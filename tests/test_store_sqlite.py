@@ -526,7 +526,7 @@ def test_check_health_notices_deleted_file(db_path):
 
 
 def test_deleted_file_stops_puts_and_claims(db_path):
-    """Puts and claims raise StoreError once the file is gone, instead of working in a file nobody can see."""
+    """Puts and claims raise StoreError once the file is gone, instead of working in a file no other process can see."""
     store = PersistentQSQLite(db_path)
     store.put("before")
     for suffix in ("", "-wal", "-shm"):

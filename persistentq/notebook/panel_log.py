@@ -87,7 +87,7 @@ def detach_handler(handler: logging.Handler) -> None:
 
 
 def log_unhandled_task_errors(loop: asyncio.AbstractEventLoop) -> None:
-    """Log, under the package logger, every error the loop reports from a task nobody awaited.
+    """Log, under the package logger, every error the loop reports from a task that no code awaited.
 
     asyncio reports such an error through the loop's exception handler when
     the task is garbage-collected. The handler set before stays in place and

@@ -43,7 +43,7 @@ def pool_for(
 
     `source` is a Config, the path of a config.yaml, a WorkerPool, or None
     for ./config.yaml when it exists, else the defaults. When
-    this kernel already holds a pool for that queue, that pool is returned
+    this kernel already has a pool for that queue, that pool is returned
     and functions given here replace its functions, so re-running a cell with
     an edited function takes effect from the next job on, while the config
     of the existing pool is kept. A WorkerPool passed
