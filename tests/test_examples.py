@@ -23,11 +23,30 @@ def run(args: list[str], cwd: Path, timeout_s: float = 60) -> subprocess.Complet
     return done
 
 
+def copy_wordcount(source: Path, destination: Path) -> None:
+    """Copy the word-count example without what a run of the README's steps left in it."""
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("queue", "*.words"))
+
+
+def test_copy_wordcount_skips_leftovers(tmp_path: Path) -> None:
+    """The copy leaves out the queue folder and the reports of an earlier run."""
+    source = tmp_path / "source"
+    (source / "texts").mkdir(parents=True)
+    (source / "queue").mkdir()
+    (source / "queue" / "queue.sqlite3").write_text("old queue")
+    (source / "texts" / "a.txt").write_text("a text")
+    (source / "texts" / "a.txt.words").write_text("old report")
+
+    copy_wordcount(source, tmp_path / "copy")
+
+    copied = sorted(path.relative_to(tmp_path / "copy").as_posix() for path in (tmp_path / "copy").rglob("*"))
+    assert copied == ["texts", "texts/a.txt"]
+
+
 def test_wordcount_example(tmp_path: Path) -> None:
     """The word-count example counts every text file and records a summary per job."""
     example = tmp_path / "wordcount"
-    # Leave out what a run of the README's steps left in the checkout.
-    shutil.copytree(ROOT / "examples" / "wordcount", example, ignore=shutil.ignore_patterns("queue", "*.words"))
+    copy_wordcount(ROOT / "examples" / "wordcount", example)
     texts = sorted((example / "texts").glob("*.txt"))
     config = example / "config.yaml"
 
